@@ -1,0 +1,484 @@
+"""Dataset adapters: turn a folder in a dataset's distributed layout into :class:`Scan` records.
+
+Adapters are written against the layouts the datasets' owners distribute. File names are
+matched case-insensitively, with ``.nii`` or ``.nii.gz``.
+
+============== ===================================================================
+adapter        layout under ``root``
+============== ===================================================================
+isbi2015       ``training/trainingNN/preprocessed/trainingNN_TT_flair_pp.nii`` and
+               ``training/trainingNN/masks/trainingNN_TT_mask1.nii`` / ``_mask2.nii``
+msseg2016_*    ``Training/`` (``msseg2016_train``) or ``Testing/`` (``msseg2016_test``) with
+               ``Center_CC/Patient_PP/Preprocessed_Data/FLAIR_preprocessed.nii.gz`` and
+               ``Masks/Consensus.nii.gz``, ``Masks/ManualSegmentation_1..7.nii.gz``,
+               ``Masks/Brain_Mask.nii.gz``
+3dmrms         ``patientXX/patientXX_FLAIR.nii.gz``, ``patientXX_consensus_gt.nii.gz``,
+               ``patientXX_brainmask.nii.gz``
+folder         any tree, from glob patterns and a regular expression
+============== ===================================================================
+
+Mask names in records are uniform across datasets: ``consensus`` and ``rater1`` ...
+``raterK`` (ISBI's ``mask1``/``mask2`` are ``rater1``/``rater2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NIFTI_RE = r"\.nii(?:\.gz)?"
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not have the expected layout; names the path."""
+
+
+@dataclass(frozen=True, eq=True)
+class Scan:
+    """One FLAIR scan with its annotations.
+
+    Attributes
+    ----------
+    dataset : str
+        Adapter-level dataset name, e.g. ``"msseg2016_train"``.
+    subject : str
+        Patient identifier, unique within the dataset.
+    timepoint : str
+        Time point (``"01"`` ...); ``"01"`` for cross-sectional datasets.
+    center : str
+        Acquisition center / scanner label.
+    flair : Path
+        The FLAIR image.
+    masks : dict of str to Path
+        Lesion masks by name: ``consensus``, ``rater1`` ... ``raterK``.
+    brain_mask : Path or None
+        Brain mask, when the dataset ships one.
+    """
+
+    dataset: str
+    subject: str
+    timepoint: str
+    center: str
+    flair: Path
+    masks: dict[str, Path] = field(default_factory=dict, hash=False)
+    brain_mask: Path | None = None
+
+    @property
+    def scan_id(self) -> str:
+        """``dataset/subject/timepoint``, unique across datasets."""
+        return f"{self.dataset}/{self.subject}/{self.timepoint}"
+
+    @property
+    def patient_key(self) -> str:
+        """``dataset/subject``: the unit of train/validation splits."""
+        return f"{self.dataset}/{self.subject}"
+
+    @property
+    def raters(self) -> list[str]:
+        """Names of the individual raters' masks, in order."""
+        names = [m for m in self.masks if re.fullmatch(r"rater\d+", m)]
+        return sorted(names, key=lambda m: int(m[5:]))
+
+    def as_row(self) -> dict:
+        """A flat dict for tables (paths as strings, masks joined by ``;``)."""
+        return {
+            "dataset": self.dataset,
+            "subject": self.subject,
+            "timepoint": self.timepoint,
+            "center": self.center,
+            "flair": str(self.flair),
+            "masks": ";".join(self.masks),
+            "brain_mask": "" if self.brain_mask is None else str(self.brain_mask),
+        }
+
+
+LABELS = ("consensus", "union", "majority")  # plus any "raterK"
+
+
+def label_sources(scan: Scan, label: str) -> list[str]:
+    """Which of ``scan``'s masks make up the training/evaluation label ``label``.
+
+    ``consensus`` uses the consensus mask; a dataset without one (ISBI 2015, which ships two
+    raters) falls back to ``rater1``, as the paper trains on one ISBI rater. ``union`` is the
+    union of all raters, ``majority`` the voxels marked by more than half of the raters;
+    ``raterK`` is that rater alone.
+    """
+    if label == "consensus":
+        if "consensus" in scan.masks:
+            return ["consensus"]
+        if "rater1" in scan.masks:
+            return ["rater1"]
+    elif label in ("union", "majority"):
+        if scan.raters:
+            return scan.raters
+    elif label in scan.masks:
+        return [label]
+    raise DatasetError(
+        f"{scan.flair}: label {label!r} is not available (masks: {', '.join(scan.masks) or 'none'})"
+    )
+
+
+def load_label(scan: Scan, label: str, *, reference=None, binarize: bool = False):
+    """Load the label ``label`` of ``scan`` as a canonical bool :class:`msnb.io.Volume`."""
+    from msnb.io import Volume, load_mask
+
+    names = label_sources(scan, label)
+    vols = [
+        load_mask(scan.masks[n], reference=reference, binarize=binarize, what=f"{n} mask")
+        for n in names
+    ]
+    if len(vols) == 1:
+        return vols[0]
+    stack = np.stack([v.data for v in vols])
+    data = stack.any(0) if label == "union" else stack.sum(0) * 2 > len(vols)
+    first = vols[0]
+    return Volume(
+        data=data,
+        affine=first.affine,
+        path=first.path,
+        original_affine=first.original_affine,
+        original_shape=first.original_shape,
+        header=first.header,
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ci(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def _children(
+    path: Path, pattern: re.Pattern, *, dirs: bool | None = None
+) -> list[tuple[Path, re.Match]]:
+    if not path.is_dir():
+        return []
+    out = []
+    for child in sorted(path.iterdir()):
+        if dirs is True and not child.is_dir():
+            continue
+        if dirs is False and not child.is_file():
+            continue
+        m = pattern.fullmatch(child.name)
+        if m:
+            out.append((child, m))
+    return out
+
+
+def _find_one(folder: Path, pattern: str, *, what: str, required: bool = True) -> Path | None:
+    hits = [p for p, _ in _children(folder, _ci(pattern + NIFTI_RE), dirs=False)]
+    if len(hits) > 1:
+        raise DatasetError(f"{folder}: several files for {what}: {', '.join(h.name for h in hits)}")
+    if not hits:
+        if required:
+            raise DatasetError(
+                f"{folder}: missing {what} (expected a file matching {pattern}.nii[.gz])"
+            )
+        return None
+    return hits[0]
+
+
+def _require_dir(root: Path, adapter: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: dataset root for {adapter!r} does not exist or is not a folder"
+        )
+    return root
+
+
+def _check_unique(scans: list[Scan], root: Path) -> list[Scan]:
+    seen: dict[str, Path] = {}
+    for s in scans:
+        if s.scan_id in seen:
+            raise DatasetError(
+                f"{root}: duplicate scan {s.scan_id}: {seen[s.scan_id]} and {s.flair}"
+            )
+        seen[s.scan_id] = s.flair
+    if not scans:
+        raise DatasetError(f"{root}: no scans found")
+    return scans
+
+
+def _mask_is_empty(path: Path) -> bool:
+    import nibabel as nib
+
+    return not np.asanyarray(nib.load(str(path)).dataobj).any()
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def load_isbi2015(root: str | Path) -> list[Scan]:
+    """ISBI 2015 longitudinal challenge, training part (one center, two raters).
+
+    ``root`` is the folder that holds ``training/`` (the root itself is accepted when it is
+    the ``training`` folder).
+    """
+    root = _require_dir(root, "isbi2015")
+    base = root / "training" if (root / "training").is_dir() else root
+    if not base.name.lower() == "training" and base == root:
+        matches = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == "training"]
+        base = matches[0] if matches else root
+    scans = []
+    subjects = _children(base, _ci(r"training(\d+)"), dirs=True)
+    if not subjects:
+        raise DatasetError(
+            f"{base}: no trainingNN folders (ISBI 2015 layout: training/trainingNN/...)"
+        )
+    for sdir, m in subjects:
+        nn = m.group(1)
+        pre = next(
+            (p for p in sdir.iterdir() if p.is_dir() and p.name.lower() == "preprocessed"), None
+        )
+        masks_dir = next(
+            (p for p in sdir.iterdir() if p.is_dir() and p.name.lower() == "masks"), None
+        )
+        if pre is None:
+            raise DatasetError(f"{sdir}: missing preprocessed/ folder")
+        flairs = _children(pre, _ci(rf"training{nn}_(\d+)_flair_pp{NIFTI_RE}"), dirs=False)
+        if not flairs:
+            raise DatasetError(f"{pre}: no training{nn}_TT_flair_pp.nii files")
+        for fpath, fm in flairs:
+            tt = fm.group(1)
+            masks = {}
+            for k in (1, 2):
+                mpath = (
+                    None
+                    if masks_dir is None
+                    else _find_one(
+                        masks_dir,
+                        rf"training{nn}_{tt}_mask{k}",
+                        what=f"rater {k} mask",
+                        required=False,
+                    )
+                )
+                if mpath is None:
+                    raise DatasetError(
+                        f"{fpath}: FLAIR without its rater {k} mask "
+                        f"(expected {sdir.name}/masks/training{nn}_{tt}_mask{k}.nii)"
+                    )
+                masks[f"rater{k}"] = mpath
+            scans.append(Scan("isbi2015", nn, tt, "isbi", fpath, masks, None))
+    return _check_unique(scans, root)
+
+
+def _load_msseg(root: Path, split: str, dataset: str, *, exclude_empty: bool = True) -> list[Scan]:
+    root = _require_dir(root, dataset)
+    base = next(
+        (p for p in [root, *root.iterdir()] if p.is_dir() and p.name.lower() == split.lower()), None
+    )
+    if base is None:
+        raise DatasetError(f"{root}: missing {split}/ folder (MSSEG 2016 layout)")
+    centers = _children(base, _ci(r"center_(\w+)"), dirs=True)
+    if not centers:
+        raise DatasetError(f"{base}: no Center_CC folders (MSSEG 2016 layout)")
+    scans = []
+    for cdir, cm in centers:
+        cc = cm.group(1)
+        for pdir, pm in _children(cdir, _ci(r"patient_(\w+)"), dirs=True):
+            pp = pm.group(1)
+            sub = {p.name.lower(): p for p in pdir.iterdir() if p.is_dir()}
+            if "preprocessed_data" not in sub:
+                raise DatasetError(f"{pdir}: missing Preprocessed_Data/ folder")
+            if "masks" not in sub:
+                raise DatasetError(f"{pdir}: FLAIR without masks (missing Masks/ folder)")
+            flair = _find_one(sub["preprocessed_data"], "FLAIR_preprocessed", what="FLAIR")
+            mdir = sub["masks"]
+            consensus = _find_one(mdir, "Consensus", what="consensus mask")
+            masks = {"consensus": consensus}
+            for k in range(1, 8):
+                mp = _find_one(mdir, f"ManualSegmentation_{k}", what=f"rater {k}", required=False)
+                if mp is not None:
+                    masks[f"rater{k}"] = mp
+            brain = _find_one(mdir, "Brain_Mask", what="brain mask", required=False)
+            if brain is None:
+                warnings.warn(
+                    f"{mdir}: no Brain_Mask file; a brain mask will be computed", stacklevel=2
+                )
+            scan = Scan(dataset, f"{cc}_{pp}", "01", cc, flair, masks, brain)
+            if exclude_empty and _mask_is_empty(consensus):
+                msg = f"{consensus}: consensus is empty; scan {scan.scan_id} left out (as in the paper)"
+                log.warning(msg)
+                warnings.warn(msg, stacklevel=2)
+                continue
+            scans.append(scan)
+    return _check_unique(scans, root)
+
+
+def load_msseg2016_train(root: str | Path, *, exclude_empty: bool = True) -> list[Scan]:
+    """MSSEG 2016 training set (``root/Training``; centers 01, 07, 08; 7 raters + consensus)."""
+    return _load_msseg(Path(root), "Training", "msseg2016_train", exclude_empty=exclude_empty)
+
+
+def load_msseg2016_test(root: str | Path, *, exclude_empty: bool = True) -> list[Scan]:
+    """MSSEG 2016 test set (``root/Testing``; adds center 03). Scans whose consensus is
+    empty are reported and left out, as the paper does."""
+    return _load_msseg(Path(root), "Testing", "msseg2016_test", exclude_empty=exclude_empty)
+
+
+def load_3dmrms(root: str | Path) -> list[Scan]:
+    """3D-MR-MS (Lesjak et al. 2018): ``patientXX/patientXX_FLAIR.nii.gz`` with the
+    consensus and brain mask beside it; one center."""
+    root = _require_dir(root, "3dmrms")
+    patients = _children(root, _ci(r"patient(\w+)"), dirs=True)
+    if not patients:
+        raise DatasetError(f"{root}: no patientXX folders (3D-MR-MS layout)")
+    scans = []
+    for pdir, m in patients:
+        xx = m.group(1)
+        flair = _find_one(pdir, rf"patient{xx}_FLAIR", what="FLAIR")
+        consensus = _find_one(
+            pdir, rf"patient{xx}_consensus_gt", what="consensus mask", required=False
+        )
+        if consensus is None:
+            raise DatasetError(
+                f"{flair}: FLAIR without its mask (expected patient{xx}_consensus_gt.nii.gz)"
+            )
+        brain = _find_one(pdir, rf"patient{xx}_brainmask", what="brain mask", required=False)
+        scans.append(Scan("3dmrms", xx, "01", "ljubljana", flair, {"consensus": consensus}, brain))
+    return _check_unique(scans, root)
+
+
+def load_folder(
+    root: str | Path,
+    *,
+    flair: str,
+    masks: dict[str, str] | None = None,
+    brain_mask: str | None = None,
+    pattern: str = r"(?P<subject>[^/]+)",
+    dataset: str = "folder",
+    center: str = "unknown",
+) -> list[Scan]:
+    """Any tree of FLAIR + mask files.
+
+    Parameters
+    ----------
+    root : path
+    flair : str
+        Glob (relative to ``root``, ``**`` allowed) matching the FLAIR files.
+    masks : dict of str to str
+        Mask name -> pattern; ``{stem}`` in the pattern is replaced by the FLAIR's path
+        relative to ``root`` without its extension, ``{dir}`` by its folder. Example:
+        ``{"consensus": "{dir}/lesions.nii.gz"}``.
+    brain_mask : str, optional
+        Pattern as for ``masks``.
+    pattern : str
+        Regular expression searched in the FLAIR's path relative to ``root``; named groups
+        ``subject`` (required), ``timepoint`` and ``center`` (optional).
+    """
+    root = _require_dir(root, "folder")
+    regex = re.compile(pattern)
+    if "subject" not in regex.groupindex:
+        raise DatasetError(f"folder pattern {pattern!r} has no (?P<subject>...) group")
+    files = sorted(p for p in root.glob(flair) if p.is_file())
+    if not files:
+        raise DatasetError(f"{root}: no file matches the FLAIR pattern {flair!r}")
+    scans = []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        m = regex.search(rel)
+        if not m:
+            raise DatasetError(f"{f}: path does not match the subject pattern {pattern!r}")
+        stem = re.sub(NIFTI_RE + "$", "", rel, flags=re.IGNORECASE)
+        fmt = {"stem": stem, "dir": Path(rel).parent.as_posix()}
+        found = {}
+        for name, mp in (masks or {}).items():
+            path = root / mp.format(**fmt)
+            if not path.is_file():
+                raise DatasetError(f"{f}: FLAIR without its {name} mask (expected {path})")
+            found[name] = path
+        bpath = None
+        if brain_mask:
+            bpath = root / brain_mask.format(**fmt)
+            if not bpath.is_file():
+                raise DatasetError(f"{f}: brain mask not found (expected {bpath})")
+        g = m.groupdict()
+        scans.append(
+            Scan(
+                dataset,
+                g["subject"],
+                g.get("timepoint") or "01",
+                g.get("center") or center,
+                f,
+                found,
+                bpath,
+            )
+        )
+    return _check_unique(scans, root)
+
+
+ADAPTERS: dict[str, Callable[..., list[Scan]]] = {
+    "isbi2015": load_isbi2015,
+    "msseg2016_train": load_msseg2016_train,
+    "msseg2016_test": load_msseg2016_test,
+    "3dmrms": load_3dmrms,
+    "folder": load_folder,
+}
+
+
+def load_scans(adapter: str, root: str | Path, **options) -> list[Scan]:
+    """Read a dataset folder with the named adapter (see :data:`ADAPTERS`)."""
+    if adapter not in ADAPTERS:
+        raise DatasetError(
+            f"unknown dataset adapter {adapter!r}; choose from {', '.join(ADAPTERS)}"
+        )
+    return ADAPTERS[adapter](root, **options)
+
+
+def scans_table(scans: Sequence[Scan]):
+    """A pandas DataFrame with one row per scan."""
+    import pandas as pd
+
+    return pd.DataFrame([s.as_row() for s in scans])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli_scans(args: argparse.Namespace) -> int:
+    options = {}
+    if args.adapter == "folder":
+        if not args.flair:
+            raise DatasetError("the folder adapter needs --flair GLOB")
+        options = {
+            "flair": args.flair,
+            "masks": dict(kv.split("=", 1) for kv in args.mask),
+            "brain_mask": args.brain_mask,
+            "pattern": args.pattern,
+        }
+    scans = load_scans(args.adapter, args.root, **options)
+    table = scans_table(scans)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        short = table.drop(columns=["brain_mask"]).assign(flair=[Path(p).name for p in table.flair])
+        print(short.to_string(index=False))
+        print(
+            f"{len(scans)} scans, {table.subject.nunique()} subjects, {table.center.nunique()} centers"
+        )
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("scans", help="list the scans of a dataset folder")
+    p.add_argument("adapter", choices=sorted(ADAPTERS), help="dataset layout")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--format", choices=["table", "csv"], default="table")
+    p.add_argument("--flair", help="folder adapter: glob of FLAIR files")
+    p.add_argument(
+        "--mask", action="append", default=[], metavar="NAME=PATTERN", help="folder adapter"
+    )
+    p.add_argument("--brain-mask", help="folder adapter: brain mask pattern")
+    p.add_argument("--pattern", default=r"(?P<subject>[^/]+)", help="folder adapter: subject regex")
+    p.set_defaults(func=_cli_scans)

@@ -1,0 +1,123 @@
+"""Shared fixtures: tiny NIfTI datasets written in each real dataset's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+SHAPE = (24, 28, 20)
+
+
+def affine_ras(zoom=(1.0, 1.0, 1.0)) -> np.ndarray:
+    return np.diag([*zoom, 1.0])
+
+
+def affine_lps(shape=SHAPE, zoom=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """An LPS-oriented affine (x and y flipped), as DICOM-converted scans often have."""
+    aff = np.diag([-zoom[0], -zoom[1], zoom[2], 1.0])
+    aff[:3, 3] = [(shape[0] - 1) * zoom[0], (shape[1] - 1) * zoom[1], 0]
+    return aff
+
+
+def write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine if affine is not None else affine_ras()), str(path))
+    return path
+
+
+def make_brain(shape=SHAPE) -> np.ndarray:
+    """An ellipsoid brain filling most of the volume."""
+    idx = np.indices(shape).astype(float)
+    c = [(s - 1) / 2 for s in shape]
+    r = [s * 0.4 for s in shape]
+    return sum(((idx[i] - c[i]) / r[i]) ** 2 for i in range(3)) <= 1
+
+
+def make_flair(rng: np.random.Generator, brain: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    img = np.where(brain, 100 + 5 * rng.standard_normal(brain.shape), 0)
+    img[lesion] += 60
+    return img.astype(np.float32)
+
+
+def make_lesion(brain: np.ndarray, center=(12, 14, 10), radius=2.5) -> np.ndarray:
+    idx = np.indices(brain.shape)
+    d2 = sum((idx[i] - center[i]) ** 2 for i in range(3))
+    return (d2 <= radius**2) & brain
+
+
+def scan_arrays(seed: int, *, skull_stripped: bool = True):
+    rng = np.random.default_rng(seed)
+    brain = make_brain()
+    lesion = make_lesion(brain, center=(12 + seed % 3, 14, 10))
+    flair = make_flair(rng, brain, lesion)
+    rater2 = make_lesion(brain, center=(12 + seed % 3, 15, 10))
+    return flair, lesion.astype(np.uint8), rater2.astype(np.uint8), brain.astype(np.uint8)
+
+
+@pytest.fixture
+def isbi_root(tmp_path: Path) -> Path:
+    root = tmp_path / "isbi"
+    for nn, tps in (("01", 3), ("02", 2)):
+        for t in range(1, tps + 1):
+            flair, m1, m2, _ = scan_arrays(int(nn) * 10 + t)
+            sub = root / "training" / f"training{nn}"
+            write(sub / "preprocessed" / f"training{nn}_{t:02d}_flair_pp.nii", flair)
+            write(sub / "masks" / f"training{nn}_{t:02d}_mask1.nii", m1)
+            write(sub / "masks" / f"training{nn}_{t:02d}_mask2.nii", m2)
+    return root
+
+
+def write_msseg(
+    root: Path, split: str, centers: dict[str, int], *, empty: set = frozenset()
+) -> None:
+    for cc, n in centers.items():
+        for p in range(1, n + 1):
+            flair, cons, _, brain = scan_arrays(int(cc) * 10 + p)
+            pdir = root / split / f"Center_{cc}" / f"Patient_{p:02d}"
+            write(pdir / "Preprocessed_Data" / "FLAIR_preprocessed.nii.gz", flair)
+            if (cc, p) in empty:
+                cons = np.zeros_like(cons)
+            write(pdir / "Masks" / "Consensus.nii.gz", cons)
+            for k in range(1, 8):
+                write(
+                    pdir / "Masks" / f"ManualSegmentation_{k}.nii.gz", np.roll(cons, k % 2, axis=0)
+                )
+            write(pdir / "Masks" / "Brain_Mask.nii.gz", brain)
+
+
+@pytest.fixture
+def msseg_root(tmp_path: Path) -> Path:
+    root = tmp_path / "msseg"
+    write_msseg(root, "Training", {"01": 2, "07": 1, "08": 1})
+    write_msseg(root, "Testing", {"01": 1, "03": 2, "07": 2}, empty={("07", 2)})
+    return root
+
+
+@pytest.fixture
+def mrms_root(tmp_path: Path) -> Path:
+    root = tmp_path / "3dmrms"
+    for p in (1, 2, 3):
+        flair, cons, _, brain = scan_arrays(100 + p)
+        d = root / f"patient{p:02d}"
+        write(d / f"patient{p:02d}_FLAIR.nii.gz", flair)
+        write(d / f"patient{p:02d}_consensus_gt.nii.gz", cons)
+        write(d / f"patient{p:02d}_brainmask.nii.gz", brain)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_outputs(tmp_path_factory):
+    """Tests never write into the repository's outputs/ (or a user's MSNB_OUTPUTS)."""
+    import os
+
+    old = os.environ.get("MSNB_OUTPUTS")
+    os.environ["MSNB_OUTPUTS"] = str(tmp_path_factory.mktemp("outputs"))
+    os.environ.pop("MSNB_CACHE", None)
+    yield
+    if old is None:
+        os.environ.pop("MSNB_OUTPUTS", None)
+    else:
+        os.environ["MSNB_OUTPUTS"] = old
