@@ -23,7 +23,7 @@ study: setup
 	$(BIN)/msnb study parameters/quick.yaml
 
 test: setup
-	$(BIN)/ruff check msnb tests notebooks
+	$(BIN)/ruff check msnb tests $(wildcard notebooks/*.ipynb)
 	$(BIN)/ruff format --check msnb tests
 	$(BIN)/python -m pytest
 
@@ -32,7 +32,7 @@ lab: setup
 
 lint: setup
 	$(BIN)/ruff format msnb tests
-	$(BIN)/ruff check --fix msnb tests notebooks
+	$(BIN)/ruff check --fix msnb tests $(wildcard notebooks/*.ipynb)
 
 clean:
 	rm -rf $(VENV)
