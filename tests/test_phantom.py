@@ -1,0 +1,241 @@
+"""The synthetic phantom: layouts, determinism, atomicity, contrast, lesions, raters."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from msnb import phantom
+from msnb.datasets import load_scans
+from msnb.raters import consensus_mask, dice
+
+ADAPTER_ROOTS = {
+    "isbi2015": "isbi2015",
+    "msseg2016_train": "msseg2016",
+    "msseg2016_test": "msseg2016",
+    "3dmrms": "3dmrms",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantom") / "tiny"
+    return phantom.generate_phantom(out, preset="tiny", seed=0, workers=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def meta(tiny) -> dict:
+    return json.loads((tiny / "phantom.json").read_text())
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.nii*"))
+    }
+
+
+def _arr(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def test_every_adapter_reads_the_layout(tiny):
+    cfg = phantom.make_config("tiny")
+    for spec in cfg.datasets:
+        scans = load_scans(spec.key, tiny / ADAPTER_ROOTS[spec.key])
+        expected = sum(spec.timepoints[i % len(spec.timepoints)] for i in range(spec.n_subjects))
+        assert len(scans) == expected, spec.key
+        for s in scans:
+            assert s.flair.is_file()
+        if spec.key.startswith("msseg"):
+            assert all(len(s.raters) == 7 and s.brain_mask is not None for s in scans)
+            assert "consensus" in scans[0].masks
+    test_centers = {s.center for s in load_scans("msseg2016_test", tiny / "msseg2016")}
+    train_centers = {s.center for s in load_scans("msseg2016_train", tiny / "msseg2016")}
+    assert "03" in test_centers and "03" not in train_centers
+    isbi = load_scans("isbi2015", tiny / "isbi2015")
+    assert {s.timepoint for s in isbi} == {"01", "02"}
+    assert isbi[0].raters == ["rater1", "rater2"] and isbi[0].brain_mask is None
+
+
+def test_dtypes_and_zero_background(tiny, meta):
+    for s in meta["scans"]:
+        folder = tiny / meta["folders"][s["dataset"]]
+        img = nib.load(str(folder / s["files"]["flair"]))
+        assert img.get_data_dtype() == np.float32
+        data = np.asanyarray(img.dataobj)
+        tissue = _arr(folder / s["files"]["tissue"])
+        brain = tissue > 0
+        # skull-stripped convention: brain == nonzero, exactly
+        assert np.array_equal(data > 0, brain), s["files"]["flair"]
+        assert (data >= 0).all() and np.isfinite(data).all()
+        for role, rel in s["files"].items():
+            if role not in ("flair", "tissue"):
+                m = nib.load(str(folder / rel))
+                assert m.get_data_dtype() == np.uint8, rel
+                assert set(np.unique(np.asanyarray(m.dataobj))) <= {0, 1}
+        if "brain" in s["files"]:
+            assert np.array_equal(_arr(folder / s["files"]["brain"]) > 0, brain)
+
+
+def test_same_seed_same_bytes_any_worker_count(tiny, tmp_path):
+    again = phantom.generate_phantom(tmp_path / "again", preset="tiny", seed=0, workers=1,
+                                     progress=False)  # fmt: skip
+    first = _hashes(tiny)
+    assert first and first == _hashes(again)
+    a = json.loads((tiny / "phantom.json").read_text())
+    b = json.loads((again / "phantom.json").read_text())
+    assert a == b
+
+
+def test_different_seed_changes_output():
+    cfg = phantom.make_config("tiny")
+    task = phantom._tasks(cfg, 0)[0]
+    a = phantom.simulate_scan(cfg, 0, task)
+    b = phantom.simulate_scan(cfg, 1, task)
+    assert not np.array_equal(a["flair"], b["flair"])
+    assert not np.array_equal(a["truth"], b["truth"])
+
+
+def test_metadata(meta):
+    import msnb
+
+    assert meta["msnb_version"] == msnb.__version__
+    assert meta["preset"] == "tiny" and meta["seed"] == 0
+    params = meta["parameters"]
+    assert params["centers"]["M03"]["gamma"] == 0.78
+    assert params["lesions"]["decay_mm"] == 11.2
+    assert {d["key"] for d in params["datasets"]} == set(ADAPTER_ROOTS)
+
+
+def test_contrast_ratios_follow_the_table(meta):
+    centers = phantom.CENTERS
+    for s in meta["scans"]:
+        c = centers[s["center"]]
+        # per-subject jitter is +/- 0.03; per-lesion SD 0.068 around the center ratio
+        assert abs(s["contrast_gm_wm"] - c.gm_ratio) < 0.08, s
+        assert abs(s["contrast_lesion_wm"] - c.lesion_ratio) < 0.1, s
+    # a center with a higher table ratio has a higher measured ratio on average
+    m03 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M03"])
+    m07 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M07"])
+    assert m03 > m07 + 0.1
+
+
+def test_render_contrast_without_jitter():
+    cfg = phantom.make_config("tiny")
+    task = phantom._tasks(cfg, 3)[0]
+    res = phantom.simulate_scan(cfg, 3, task)
+    sub, pv = res["subject"], res["pv"]
+    ratios = {"lesion": 1.5, "gm": 1.2, "csf": 0.3}
+    img = phantom.render_contrast(sub, pv, np.zeros_like(pv), ratios, cfg.lesions)
+    got = phantom.measure_contrast(img, sub, pv)
+    assert abs(got["lesion_wm"] - 1.5) < 0.03
+    assert abs(got["gm_wm"] - 1.2) < 0.05
+
+
+def test_lesion_masks(tiny, meta):
+    for s in meta["scans"]:
+        folder = tiny / meta["folders"][s["dataset"]]
+        truth = _arr(folder / s["files"]["truth"]) > 0
+        tissue = _arr(folder / s["files"]["tissue"])
+        assert truth.any()
+        assert not (truth & (tissue == 0)).any(), "lesion outside the brain"
+        assert not (truth & (tissue == 4)).any(), "lesion inside a ventricle"
+        load = truth.sum() * meta["parameters"]["voxel_mm"] ** 3 / 1000
+        assert load == pytest.approx(s["load_ml"])
+        assert 0.4 < s["load_ml"] / s["target_load_ml"] < 2.5
+        assert 0 <= s["periventricular_share"] <= 1
+        for role in ("consensus", "rater1"):
+            if role in s["files"]:
+                m = _arr(folder / s["files"][role]) > 0
+                assert m.any() and not (m & (tissue == 0)).any()
+    shares = [s["periventricular_share"] for s in meta["scans"]]
+    assert np.median(shares) > 0.3  # periventricular preference
+
+
+def test_longitudinal_followups_share_lesions(meta, tiny):
+    isbi = [s for s in meta["scans"] if s["dataset"] == "isbi2015" and s["subject"] == "01"]
+    t1, t2 = (_arr(tiny / "isbi2015" / s["files"]["truth"]) > 0 for s in isbi[:2])
+    assert 0.5 < dice(t1, t2) < 1.0  # same lesions, evolved
+
+
+def test_rater_agreement_in_sane_range(tiny, meta):
+    rc, rr = [], []
+    for scan in load_scans("msseg2016_test", tiny / "msseg2016"):
+        cons = _arr(scan.masks["consensus"]) > 0
+        raters = [_arr(scan.masks[r]) > 0 for r in scan.raters]
+        assert np.array_equal(cons, consensus_mask(raters, "majority"))
+        rc.append(np.mean([dice(r, cons) for r in raters]))
+        rr.append(np.mean([dice(a, b) for a, b in itertools.combinations(raters, 2)]))
+    assert 0.5 < np.mean(rr) < np.mean(rc) < 0.95
+    isbi = [
+        dice(_arr(s.masks["rater1"]) > 0, _arr(s.masks["rater2"]) > 0)
+        for s in load_scans("isbi2015", tiny / "isbi2015")
+    ]
+    assert 0.5 < np.mean(isbi) < 0.95
+    for s in meta["scans"]:
+        if s["dataset"] == "3dmrms":
+            folder = tiny / "3dmrms"
+            d = dice(_arr(folder / s["files"]["consensus"]), _arr(folder / s["files"]["truth"]))
+            assert d > 0.6
+
+
+def test_staple_consensus_option():
+    rng = np.random.default_rng(0)
+    base = np.zeros((10, 10, 10), bool)
+    base[3:7, 3:7, 3:7] = True
+    masks = [base ^ (rng.random(base.shape) < 0.02) for _ in range(5)]
+    staple = consensus_mask(masks, "staple")
+    assert dice(staple, base) > 0.9
+    with pytest.raises(ValueError):
+        consensus_mask(masks, "mean")
+
+
+def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = phantom._run_task
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(phantom, "_run_task", failing)
+    out = tmp_path / "crash"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        phantom.generate_phantom(out, preset="tiny", workers=1, progress=False)
+    assert calls["n"] == 6
+    assert list(out.iterdir()) == []  # no dataset, no temporary, no phantom.json
+
+
+def test_cli_parser():
+    from msnb.cli import build_parser
+
+    args = build_parser("phantom").parse_args(["phantom", "--preset", "quick", "--out", "x"])
+    assert args.preset == "quick" and args.seed == 0 and args.func is not None
+    with pytest.raises(SystemExit):
+        build_parser("phantom").parse_args(["phantom", "--preset", "huge", "--out", "x"])
+
+
+def test_presets():
+    quick = phantom.make_config("quick")
+    counts = {
+        d.key: sum(d.timepoints[i % len(d.timepoints)] for i in range(d.n_subjects))
+        for d in quick.datasets
+    }
+    assert counts == {"isbi2015": 13, "msseg2016_train": 6, "msseg2016_test": 9, "3dmrms": 6}
+    std = phantom.make_config("standard")
+    counts = {
+        d.key: sum(d.timepoints[i % len(d.timepoints)] for i in range(d.n_subjects))
+        for d in std.datasets
+    }
+    assert counts == {"isbi2015": 21, "msseg2016_train": 15, "msseg2016_test": 38, "3dmrms": 30}
+    with pytest.raises(ValueError):
+        phantom.make_config("huge")
