@@ -145,3 +145,51 @@ def _json_default(value):
 def dump_json(data) -> str:
     """JSON text for the report (numpy scalars allowed)."""
     return json.dumps(data, indent=1, default=_json_default)
+
+
+def plot_figure2_panel(
+    scan, bundles: dict[str, os.PathLike], *, label: str = "consensus", axes=None
+):
+    """One test slice with the prediction of every model (the paper's Figure 2).
+
+    The slice is the scan's axial slice with the most lesion voxels in ``label``; true
+    positives orange, false positives red, false negatives blue.
+
+    Parameters
+    ----------
+    scan : msnb.datasets.Scan
+    bundles : dict of str to path
+        Panel title (e.g. the training datasets) -> model bundle folder.
+    label : str, default "consensus"
+    axes : sequence of Axes, optional
+        One per bundle plus one for the image with its truth.
+
+    Returns
+    -------
+    numpy array of Axes
+    """
+    import matplotlib.pyplot as plt
+
+    from msnb.datasets import load_label
+    from msnb.io import load_image
+    from msnb.predict import predict_scan
+    from msnb.viz import plot_overlay, plot_slice
+
+    flair = load_image(scan.flair)
+    truth = load_label(scan, label, reference=flair).data
+    z = int(truth.sum(axis=(0, 1)).argmax())
+    if axes is None:
+        _, axes = plt.subplots(1, len(bundles) + 1, figsize=(3.2 * (len(bundles) + 1), 3.6))
+    axes = np.atleast_1d(axes)
+    plot_slice(flair.data[:, :, z], ax=axes[0], title=f"{scan.scan_id}\nz = {z}")
+    for ax, (title, path) in zip(axes[1:], bundles.items(), strict=True):
+        pred = predict_scan(scan, path)
+        plot_overlay(
+            flair.data[:, :, z],
+            truth[:, :, z],
+            pred.mask_canonical[:, :, z],
+            ax=ax,
+            title=title,
+            legend=ax is axes[-1],
+        )
+    return axes

@@ -691,22 +691,50 @@ def _run_after(spec: JobSpec, deps: list) -> dict:
     return run_job(spec)
 
 
-def gather_results(study: Study) -> Path | None:
+def _train_centers(bundle_dir: Path, datasets: dict[str, dict], cache: dict) -> str:
+    """Centers of the scans a bundle was trained on, joined with ``+`` ("" when unknown)."""
+    from msnb.datasets import load_scans
+
+    try:
+        info = json.loads((bundle_dir / "bundle.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return ""
+    centers = set()
+    for name in info.get("train_datasets", []):
+        if name not in datasets or datasets[name].get("adapter") in (None, "?"):
+            return ""
+        if name not in cache:
+            spec = datasets[name]
+            scans = load_scans(spec["adapter"], spec["root"], **spec.get("options", {}))
+            cache[name] = {s.scan_id: s.center for s in scans}
+        centers |= {cache[name][sid] for sid in info.get("train_scans", []) if sid in cache[name]}
+    return "+".join(sorted(centers))
+
+
+def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Path | None:
     """Concatenate every evaluation's per-scan metrics into ``<out>/results.csv`` (atomic).
 
     Only evaluations whose job record is complete are included, so no partial row appears.
+    Adds ``experiment`` (the study experiments the row serves) and ``train_centers`` (the
+    centers of the model's training scans, to flag unseen centers).
     """
     import pandas as pd
 
     from msnb.io import atomic_path
 
     frames = []
+    cache: dict = {}
     for spec in job_specs(study):
         if spec.kind != "eval" or not spec.record.exists():
             continue
         rows = _read_eval_rows(Path(spec.parameters["out_dir"]))
         if rows is not None:
-            frames.append(rows.assign(experiment=";".join(spec.parameters["experiments"])))
+            centers = _train_centers(Path(spec.parameters["bundle"]), datasets or {}, cache)
+            frames.append(
+                rows.assign(
+                    experiment=";".join(spec.parameters["experiments"]), train_centers=centers
+                )
+            )
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
@@ -820,7 +848,7 @@ def run_study(
     )
     bar.close()
     failed = [r for r in results if r["status"] != "ok"]
-    csv = gather_results(study)
+    csv = gather_results(study, datasets)
     stats_nb = notebooks_dir() / STATS_NOTEBOOK
     stats = None
     if statistics and csv is not None and stats_nb.exists():
@@ -835,6 +863,9 @@ def run_study(
         stats = run_job(stats_spec)
         if stats["status"] != "ok":
             failed.append(stats)
+    report = None
+    if csv is not None:
+        report = write_study_report(study, datasets)
     for r in failed:
         print(f"FAILED {r['kind']} {r['name']}: {r['error']} -> {r['notebook']}")
     return {
@@ -843,7 +874,59 @@ def run_study(
         "skipped": len(done),
         "results_csv": csv,
         "statistics": stats,
+        "report": report,
     }
+
+
+def _figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str] | None:
+    """The Figure-2-style panel: one scan of a test set, every single-dataset model."""
+    from msnb.datasets import load_scans
+    from msnb.report import figure_to_html, plot_figure2_panel
+
+    trains, evals = expand_study(study)
+    singles = [
+        t
+        for t in trains
+        if "single" in t.experiments and (study.out_dir / "train" / t.model_id).is_dir()
+    ]
+    tested = {e.test_dataset for e in evals if e.model_id in {t.model_id for t in singles}}
+    if not singles or not tested:
+        return None
+    test = "msseg2016_test" if "msseg2016_test" in tested else sorted(tested)[0]
+    spec = datasets[test]
+    scan = load_scans(spec["adapter"], spec["root"], **spec.get("options", {}))[0]
+    bundles = {
+        "+".join(t.train_datasets): study.out_dir / "train" / t.model_id
+        for t in singles
+        if test not in t.train_datasets
+    }
+    axes = plot_figure2_panel(scan, bundles)
+    text = (
+        f"<p>{scan.scan_id}: the axial slice with the most consensus lesion voxels, predicted by "
+        "every single-dataset model not trained on it. True positives orange, false positives "
+        "red, false negatives blue.</p>"
+    )
+    return (
+        "Figure 2: one test slice, every single-dataset model",
+        text + figure_to_html(axes[0].figure),
+    )
+
+
+def write_study_report(study: Study, datasets: dict[str, dict]) -> Path:
+    """Write ``<out>/report.html`` for a study (see :mod:`msnb.report`)."""
+    from msnb.report import build_report
+
+    extra = []
+    try:
+        panel = _figure2_section(study, datasets)
+    except Exception as exc:  # the report must not hide the study's results
+        panel = ("Figure 2", f"<p>The panel could not be drawn: {exc}</p>")
+    if panel:
+        extra.append(panel)
+    text = study.path.read_text() if study.path else yaml.safe_dump(study.raw)
+    return build_report(
+        study.out_dir, study_text=text, title=f"msnb study {study.name}", extra_sections=extra
+    )
 
 
 def _cli_study(args: argparse.Namespace) -> int:
@@ -854,6 +937,8 @@ def _cli_study(args: argparse.Namespace) -> int:
     print(f"{n} jobs run, {out['skipped']} already done, {len(out['failed'])} failed")
     if out["results_csv"]:
         print(f"results: {out['results_csv']}")
+    if out.get("report"):
+        print(f"report: {out['report']}")
     return 1 if out["failed"] else 0
 
 
