@@ -116,3 +116,81 @@ def test_paper_study_reads_real_dataset_roots(tmp_path, monkeypatch):
         "options": {},
     }
     assert study.training["size"] == 224 and study.training["epochs"] == 50
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _tiny_study(tmp_path: Path, *, single_only: bool = False) -> Path:
+    spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    if single_only:
+        spec["experiments"].pop("ablations")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_then_resume(tmp_path):
+    import pandas as pd
+
+    from msnb.study import run_study
+
+    study = load_study(_tiny_study(tmp_path), out_root=tmp_path / "out")
+    trains, evals = expand_study(study)
+    first_jobs = [trains[0].model_id, f"{trains[0].model_id}__{evals[0].test_dataset}"]
+    # A study killed after its first training and evaluation ...
+    partial = run_study(study, only=first_jobs, progress=False, statistics=False)
+    assert [j["status"] for j in partial["jobs"]] == ["ok", "ok"]
+    first = pd.read_csv(partial["results_csv"], dtype={"subject": str})
+    assert set(first.model_id) == {trains[0].model_id}
+    # ... re-run: only what is missing runs, and results are the same for the finished part.
+    full = run_study(study, progress=False)
+    assert full["skipped"] == 2 and not full["failed"]
+    assert len(full["jobs"]) == len(trains) + len(evals) - 2
+    results = pd.read_csv(full["results_csv"], dtype={"subject": str, "timepoint": str})
+    assert not results.duplicated(["model_id", "test_dataset", "subject", "timepoint"]).any()
+    assert set(results.model_id) == {t.model_id for t in trains}
+    assert results.dice.between(0, 1).all() and (results.train_centers != "").all()
+    again = results[results.model_id == trains[0].model_id].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        again[["subject", "dice", "iou"]], first[["subject", "dice", "iou"]]
+    )
+    assert (tmp_path / "out" / "tiny" / "statistics" / "metrics.json").exists()
+    report = full["report"].read_text()
+    assert "Figure 2" in report and "data:image/png;base64" in report
+    assert f"train/{trains[0].model_id}.ipynb" in report
+    # Changed parameters make a job run again; unchanged ones are skipped.
+    assert run_study(study, progress=False, statistics=False)["jobs"] == []
+
+
+@pytest.mark.slow
+def test_failed_training_is_reported_and_its_evaluations_skipped(tmp_path, monkeypatch):
+    from msnb.study import run_study
+
+    monkeypatch.setenv("MSNB_DATA", str(tmp_path / "nothing"))
+    spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    spec["datasets"]["3dmrms"] = {"adapter": "3dmrms", "root": str(tmp_path / "absent")}
+    spec["experiments"] = {"single": ["msseg2016_train", "3dmrms"]}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = run_study(load_study(path, out_root=tmp_path / "out"), progress=False, statistics=False)
+    failed = {r["name"]: r for r in out["failed"]}
+    bad = "3dmrms__quantile__unetplusplus-resnet18__consensus"
+    assert failed[bad]["status"] == "failed" and "absent" in failed[bad]["error"]
+    assert Path(failed[bad]["notebook"]).exists()  # papermill keeps the failed notebook
+    assert failed[f"{bad}__msseg2016_train"]["status"] == "skipped"
+    assert any(r["status"] == "ok" for r in out["jobs"])
+
+
+@pytest.mark.slow
+def test_tiny_study_on_a_dask_local_cluster(tmp_path):
+    import pandas as pd
+
+    from msnb.study import run_study
+
+    study = load_study(_tiny_study(tmp_path, single_only=True), out_root=tmp_path / "out")
+    out = run_study(study, jobs=2, progress=False, statistics=False)
+    assert not out["failed"] and len(out["jobs"]) == 4
+    results = pd.read_csv(out["results_csv"])
+    assert set(results.test_dataset) == {"msseg2016_train", "3dmrms"}
