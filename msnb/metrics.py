@@ -51,6 +51,32 @@ MIN_LESION_VOLUME_MM3 = 3.0
 STATUSES = ("ok", "empty_truth", "empty_pred", "both_empty")
 
 
+# The per-scan metric columns and the full results-table columns; later notebooks, the
+# statistics and users' scripts rely on these exact names.
+METRIC_COLUMNS = (
+    "dice",
+    "iou",
+    "lesion_sensitivity",
+    "lesion_ppv",
+    "lesion_f1",
+    "true_volume_ml",
+    "pred_volume_ml",
+)
+RESULT_COLUMNS = [
+    "model_id",
+    "train_datasets",
+    "label",
+    "normalization",
+    "architecture",
+    "encoder",
+    "test_dataset",
+    "subject",
+    "timepoint",
+    "center",
+    *METRIC_COLUMNS,
+]
+
+
 def _structure(connectivity: int) -> np.ndarray:
     if connectivity == 6:
         return ndimage.generate_binary_structure(3, 1)
@@ -337,19 +363,7 @@ def summarize(table, *, by: str | list[str] | None = None):
     """
     import pandas as pd
 
-    cols = [
-        c
-        for c in (
-            "dice",
-            "iou",
-            "lesion_sensitivity",
-            "lesion_ppv",
-            "lesion_f1",
-            "true_volume_ml",
-            "pred_volume_ml",
-        )
-        if c in table
-    ]
+    cols = [c for c in METRIC_COLUMNS if c in table]
     if by is None:
         out = table[cols].mean().to_frame().T
         out.insert(0, "n_scans", len(table))

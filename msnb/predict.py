@@ -21,6 +21,7 @@ import numpy as np
 
 from msnb.bundle import Bundle, load_bundle
 from msnb.io import Volume
+from msnb.metrics import RESULT_COLUMNS
 
 
 @dataclass
@@ -188,27 +189,6 @@ def predict_scan(scan, bundle: Bundle | str | os.PathLike, **options) -> Predict
 
     flair = load_image(scan.flair)
     return predict_volume(flair, bundle, brain=load_brain(scan, flair), **options)
-
-
-RESULT_COLUMNS = [
-    "model_id",
-    "train_datasets",
-    "label",
-    "normalization",
-    "architecture",
-    "encoder",
-    "test_dataset",
-    "subject",
-    "timepoint",
-    "center",
-    "dice",
-    "iou",
-    "lesion_sensitivity",
-    "lesion_ppv",
-    "lesion_f1",
-    "true_volume_ml",
-    "pred_volume_ml",
-]
 
 
 def evaluate_scans(

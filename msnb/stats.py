@@ -41,25 +41,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REQUIRED_COLUMNS = (
-    "model_id",
-    "train_datasets",
-    "label",
-    "normalization",
-    "architecture",
-    "encoder",
-    "test_dataset",
-    "subject",
-    "timepoint",
-    "center",
-    "dice",
-    "iou",
-    "lesion_sensitivity",
-    "lesion_ppv",
-    "lesion_f1",
-    "true_volume_ml",
-    "pred_volume_ml",
-)
+from msnb.metrics import METRIC_COLUMNS, RESULT_COLUMNS
+from msnb.study import CONSENSUS_FALLBACK
+
+REQUIRED_COLUMNS = tuple(RESULT_COLUMNS)
 OPTIONAL_COLUMNS = ("experiment", "train_centers")
 STRING_COLUMNS = (
     "model_id",
@@ -75,15 +60,7 @@ STRING_COLUMNS = (
     "experiment",
     "train_centers",
 )
-METRICS = (
-    "dice",
-    "iou",
-    "lesion_sensitivity",
-    "lesion_ppv",
-    "lesion_f1",
-    "true_volume_ml",
-    "pred_volume_ml",
-)
+METRICS = METRIC_COLUMNS
 #: The paper's default training settings.
 DEFAULTS = {
     "label": "consensus",
@@ -94,7 +71,6 @@ DEFAULTS = {
 #: Single datasets without a consensus train on one rater when asked for the default label
 #: (as the paper does for ISBI 2015); the study records that rater as the label
 #: (``msnb.study.CONSENSUS_FALLBACK``), and it counts as the default here.
-CONSENSUS_FALLBACK = {"isbi2015": "rater1"}
 #: Columns that identify a training configuration.
 CONFIG_COLUMNS = ("train_datasets", "label", "normalization", "architecture", "encoder")
 #: Columns that identify a test scan.

@@ -28,14 +28,10 @@ import numpy as np
 import pandas as pd
 
 from msnb.datasets import Scan, load_scans
+from msnb.study import DATASET_ADAPTERS
 
-DATASET_LAYOUT = {
-    # dataset name -> (adapter, sub-folder of a phantom or data root)
-    "isbi2015": ("isbi2015", "isbi2015"),
-    "msseg2016_train": ("msseg2016_train", "msseg2016"),
-    "msseg2016_test": ("msseg2016_test", "msseg2016"),
-    "3dmrms": ("3dmrms", "3dmrms"),
-}
+# dataset name -> (adapter, sub-folder of a phantom or data root): one table, in msnb.study
+DATASET_LAYOUT = DATASET_ADAPTERS
 
 
 @dataclass
