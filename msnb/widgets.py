@@ -103,3 +103,121 @@ def view_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *, titl
     z.observe(draw, names="value")
     draw()
     return w.VBox([z, out])
+
+
+def load_slice_volumes(scan) -> dict:
+    """A scan's FLAIR and every lesion mask on the canonical grid, for :func:`view_slices`.
+
+    Returns
+    -------
+    dict
+        ``image`` (X, Y, Z) float32 and ``masks`` {name: bool (X, Y, Z)}.
+    """
+    from msnb.io import load_image, load_mask
+
+    flair = load_image(scan.flair)
+    masks = {n: load_mask(p, reference=flair, binarize=True).data for n, p in scan.masks.items()}
+    return {"image": flair.data, "masks": masks}
+
+
+def slice_frame(volumes: dict, z: int, overlay: str) -> dict:
+    """What the slice browser shows: one axial slice and the outlines to draw on it.
+
+    Parameters
+    ----------
+    volumes : dict
+        From :func:`load_slice_volumes`.
+    z : int
+        Axial slice (clipped to the volume).
+    overlay : str
+        ``"none"``, a mask name (``"consensus"``, ``"rater3"``) or ``"all raters"``.
+
+    Returns
+    -------
+    dict
+        ``plane`` (X, Y), ``outlines`` {name: bool (X, Y)}, ``lesion_voxels`` {name: int}, ``z``.
+    """
+    image, masks = volumes["image"], volumes["masks"]
+    z = int(np.clip(z, 0, image.shape[2] - 1))
+    if overlay == "none":
+        names = []
+    elif overlay == "all raters":
+        names = [n for n in masks if n.startswith("rater")]
+    elif overlay in masks:
+        names = [overlay]
+    else:
+        raise ValueError(
+            f"unknown overlay {overlay!r}; choose none, all raters or {', '.join(masks)}"
+        )
+    outlines = {n: masks[n][:, :, z] for n in names}
+    return {
+        "plane": image[:, :, z],
+        "outlines": outlines,
+        "lesion_voxels": {n: int(m.sum()) for n, m in outlines.items()},
+        "z": z,
+    }
+
+
+def plot_slice_frame(frame: dict, *, ax=None, title: str = ""):
+    """Draw a :func:`slice_frame`: the slice with one coloured outline per mask."""
+    import matplotlib.pyplot as plt
+
+    from msnb.viz import _display, plot_slice
+
+    ax = plot_slice(frame["plane"], ax=ax, title=title or f"z = {frame['z']}")
+    colors = plt.get_cmap("tab10")
+    for i, (name, mask) in enumerate(frame["outlines"].items()):
+        if mask.any():
+            ax.contour(
+                _display(mask.astype(float)), levels=[0.5], colors=[colors(i % 10)], linewidths=0.8
+            )
+        ax.plot([], [], color=colors(i % 10), label=name)
+    if frame["outlines"]:
+        ax.legend(loc="lower right", fontsize=7, framealpha=0.6)
+    return ax
+
+
+def view_slices(scans):
+    """Slice browser: choose a scan, scroll its axial slices, overlay the consensus or raters."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    cache: dict = {}
+    by_id = {s.scan_id: s for s in scans}
+
+    def volumes(scan_id):
+        if scan_id not in cache:
+            cache[scan_id] = load_slice_volumes(by_id[scan_id])
+        return cache[scan_id]
+
+    first = volumes(scans[0].scan_id)
+    scan = w.Dropdown(options=list(by_id), description="scan")
+    z = w.IntSlider(
+        value=first["image"].shape[2] // 2,
+        min=0,
+        max=first["image"].shape[2] - 1,
+        description="slice",
+    )
+    choices = ["none", *first["masks"], "all raters"]
+    overlay = w.Dropdown(
+        options=choices, value=choices[1] if len(choices) > 2 else "none", description="overlay"
+    )
+    out = w.Output()
+
+    def draw(*_):
+        vols = volumes(scan.value)
+        z.max = vols["image"].shape[2] - 1
+        names = ["none", *vols["masks"], "all raters"]
+        if list(overlay.options) != names:
+            overlay.options = names
+        frame = slice_frame(vols, z.value, overlay.value)
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5, 5))
+            plot_slice_frame(frame, ax=ax, title=f"{scan.value} | z = {frame['z']}")
+            plt.show()
+
+    for control in (scan, z, overlay):
+        control.observe(draw, names="value")
+    draw()
+    return w.VBox([w.HBox([scan, overlay]), z, out])
