@@ -62,7 +62,8 @@ METRIC_COLUMNS = (
     "true_volume_ml",
     "pred_volume_ml",
 )
-RESULT_COLUMNS = [
+# Columns that say which model was tested on which scan (the rest are METRIC_COLUMNS).
+ID_COLUMNS = (
     "model_id",
     "train_datasets",
     "label",
@@ -73,8 +74,8 @@ RESULT_COLUMNS = [
     "subject",
     "timepoint",
     "center",
-    *METRIC_COLUMNS,
-]
+)
+RESULT_COLUMNS = [*ID_COLUMNS, *METRIC_COLUMNS]
 
 
 def _structure(connectivity: int) -> np.ndarray:

@@ -41,25 +41,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from msnb.metrics import METRIC_COLUMNS, RESULT_COLUMNS
+from msnb.metrics import ID_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
 from msnb.study import CONSENSUS_FALLBACK
 
 REQUIRED_COLUMNS = tuple(RESULT_COLUMNS)
 OPTIONAL_COLUMNS = ("experiment", "train_centers")
-STRING_COLUMNS = (
-    "model_id",
-    "train_datasets",
-    "label",
-    "normalization",
-    "architecture",
-    "encoder",
-    "test_dataset",
-    "subject",
-    "timepoint",
-    "center",
-    "experiment",
-    "train_centers",
-)
+STRING_COLUMNS = (*ID_COLUMNS, *OPTIONAL_COLUMNS)
 METRICS = METRIC_COLUMNS
 #: The paper's default training settings.
 DEFAULTS = {
