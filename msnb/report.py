@@ -53,15 +53,16 @@ def _section(title: str, content: str, anchor: str) -> str:
 
 def _links(out_dir: Path) -> str:
     items = []
-    for sub in ("train", "eval"):
-        for nb in sorted((out_dir / sub).glob("*.ipynb")):
-            rec = nb.with_suffix(".job.json")
-            status = "ok" if rec.exists() else "failed or not run"
-            rel = nb.relative_to(out_dir).as_posix()
-            items.append(f'<li><a href="{html.escape(rel)}">{html.escape(rel)}</a> ({status})</li>')
-    for nb in sorted(out_dir.glob("*.ipynb")):
-        rel = nb.name
-        items.append(f'<li><a href="{html.escape(rel)}">{html.escape(rel)}</a></li>')
+    notebooks = [
+        nb
+        for sub in ("train", "eval", "agreement")
+        for nb in sorted((out_dir / sub).glob("*.ipynb"))
+    ]
+    for nb in notebooks + sorted(out_dir.glob("*.ipynb")):
+        rec = nb.with_suffix(".job.json")
+        status = "ok" if rec.exists() else "failed or not run"
+        rel = nb.relative_to(out_dir).as_posix()
+        items.append(f'<li><a href="{html.escape(rel)}">{html.escape(rel)}</a> ({status})</li>')
     return "<ul>" + "\n".join(items) + "</ul>" if items else "<p>No executed notebook.</p>"
 
 

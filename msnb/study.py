@@ -88,6 +88,7 @@ CONSENSUS_FALLBACK = {"isbi2015": "rater1"}
 TRAIN_NOTEBOOK = "03_train.ipynb"
 EVAL_NOTEBOOK = "04_evaluate.ipynb"
 STATS_NOTEBOOK = "06_statistics.ipynb"
+AGREEMENT_NOTEBOOK = "05_annotation_agreement.ipynb"
 KERNEL = "msnb"
 
 
@@ -459,8 +460,13 @@ def resolve_datasets(
 # --------------------------------------------------------------------------- jobs
 
 
-def _params_digest(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+def _params_digest(params: dict, inputs: dict | None = None) -> str:
+    blob = {"parameters": params, "inputs": inputs} if inputs else params
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def train_job_parameters(job: TrainJob, datasets: dict[str, dict], out_dir: Path) -> dict:
@@ -497,13 +503,20 @@ class JobSpec:
     record: Path  # job.json written after success (parameters digest)
     parameters: dict
     depends_on: str | None = None
+    # What the job reads besides its parameters (e.g. the digest of results.csv): part of
+    # the record's digest, so a changed input reruns the job, but not passed to papermill.
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return _params_digest(self.parameters, self.inputs)
 
     def is_done(self) -> bool:
         try:
             rec = json.loads(self.record.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return False
-        return rec.get("digest") == _params_digest(self.parameters) and rec.get("status") == "ok"
+        return rec.get("digest") == self.digest and rec.get("status") == "ok"
 
 
 def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[JobSpec]:
@@ -572,7 +585,7 @@ def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
         }
     seconds = time.perf_counter() - start
     record = {
-        "digest": _params_digest(spec.parameters),
+        "digest": spec.digest,
         "status": "ok",
         "seconds": seconds,
         "parameters": spec.parameters,
@@ -810,7 +823,11 @@ def run_study(
             print(f"[{state}] {s.kind:5s} {s.name}")
         print(f"{study.name}: {estimate(study, specs)}")
         return {"jobs": [], "failed": [], "skipped": 0, "results_csv": None, "specs": specs}
+    wall = time.perf_counter()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     datasets = resolve_datasets(study, progress=progress)
+    timings["datasets"] = time.perf_counter() - t0
     specs = job_specs(study, datasets)
     if only is not None:
         specs = [s for s in specs if s.name in set(only)]
@@ -838,6 +855,7 @@ def run_study(
         bar.set_postfix(running=state["running"], failed=state["failed"], refresh=True)
 
     gpu = study.training.get("device") == "cuda" and scheduler is not None
+    t0 = time.perf_counter()
     results = _run_pending(
         pending,
         jobs=jobs,
@@ -846,36 +864,132 @@ def run_study(
         on_start=on_start,
         on_done=on_done,
     )
+    timings["grid"] = time.perf_counter() - t0
+    for kind in ("train", "eval"):
+        timings[f"{kind}_jobs"] = sum(r["seconds"] for r in results if r["kind"] == kind)
     bar.close()
     failed = [r for r in results if r["status"] != "ok"]
+    t0 = time.perf_counter()
     csv = gather_results(study, datasets)
-    stats_nb = notebooks_dir() / STATS_NOTEBOOK
+    timings["results"] = time.perf_counter() - t0
     stats = None
-    if statistics and csv is not None and stats_nb.exists():
-        stats_spec = JobSpec(
-            "stats",
-            "statistics",
-            stats_nb,
-            study.out_dir / "statistics.ipynb",
-            study.out_dir / "statistics.job.json",
-            {"results_csv": str(csv), "out_dir": str(study.out_dir / "statistics")},
-        )
-        stats = run_job(stats_spec)
-        if stats["status"] != "ok":
-            failed.append(stats)
+    analyses = []
+    if statistics and csv is not None:
+        for spec in analysis_specs(study, datasets, csv):
+            t0 = time.perf_counter()
+            res = (
+                {"name": spec.name, "kind": spec.kind, "status": "ok", "error": None}
+                if spec.is_done()
+                else run_job(spec)
+            )
+            timings[spec.name] = timings.get(spec.name, 0.0) + time.perf_counter() - t0
+            analyses.append(res)
+            if spec.kind == "stats":
+                stats = res
+            if res["status"] != "ok":
+                failed.append(res)
     report = None
     if csv is not None:
+        t0 = time.perf_counter()
         report = write_study_report(study, datasets)
+        timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - wall
+    write_timings(study, timings, jobs=jobs if scheduler is None else None)
     for r in failed:
-        print(f"FAILED {r['kind']} {r['name']}: {r['error']} -> {r['notebook']}")
+        print(f"FAILED {r['kind']} {r['name']}: {r['error']} -> {r.get('notebook')}")
     return {
         "jobs": results,
         "failed": failed,
         "skipped": len(done),
         "results_csv": csv,
         "statistics": stats,
+        "analyses": analyses,
         "report": report,
+        "timings": timings,
     }
+
+
+def write_timings(study: Study, timings: dict[str, float], *, jobs: int | None) -> Path:
+    """Write this run's stage times to ``<out>/timings.json`` (atomically) and return its path.
+
+    Keys: ``datasets`` (finding or generating them), ``grid`` (wall time of the training and
+    evaluation notebooks), ``train_jobs`` / ``eval_jobs`` (summed notebook seconds; more than
+    ``grid`` when jobs ran in parallel), ``results``, ``statistics``, ``agreement-<dataset>``,
+    ``report`` and ``total``, in seconds. Jobs skipped because they were done count 0.
+    """
+    from msnb.io import atomic_path
+
+    path = study.out_dir / "timings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "study": study.name,
+        "jobs": jobs,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def rater_datasets(datasets: dict[str, dict]) -> list[str]:
+    """Study datasets whose scans carry two raters or more (annotation agreement applies)."""
+    from msnb.datasets import load_scans
+
+    out = []
+    for name, spec in datasets.items():
+        if spec.get("options"):
+            continue  # 05_annotation_agreement reads a dataset by adapter and folder only
+        scans = load_scans(spec["adapter"], spec["root"])
+        if any(sum(k.startswith("rater") for k in s.masks) >= 2 for s in scans):
+            out.append(name)
+    return out
+
+
+def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -> list[JobSpec]:
+    """Notebooks run on the grid's results: ``06_statistics`` and ``05_annotation_agreement``.
+
+    Statistics read ``results.csv``; agreement runs once per dataset with several raters
+    (reading ``results.csv`` for Table 5 on the ``labels`` experiment's dataset). Each job's
+    digest includes that of ``results.csv`` where it reads it, so an unchanged study does not
+    rerun them. Missing notebooks are left out.
+    """
+    out = study.out_dir
+    csv_digest = {"results_csv": _file_digest(results_csv)}
+    specs = []
+    if (notebooks_dir() / STATS_NOTEBOOK).exists():
+        specs.append(
+            JobSpec(
+                "stats",
+                "statistics",
+                notebooks_dir() / STATS_NOTEBOOK,
+                out / "statistics.ipynb",
+                out / "statistics.job.json",
+                {"results_csv": str(results_csv), "out_dir": str(out / "statistics")},
+                inputs=csv_digest,
+            )
+        )
+    if not (notebooks_dir() / AGREEMENT_NOTEBOOK).exists():
+        return specs
+    labels_dataset = (study.experiments.get("labels") or {}).get("dataset")
+    for name in rater_datasets(datasets):
+        uses_results = name == labels_dataset
+        specs.append(
+            JobSpec(
+                "agreement",
+                f"agreement-{name}",
+                notebooks_dir() / AGREEMENT_NOTEBOOK,
+                out / "agreement" / f"{name}.ipynb",
+                out / "agreement" / f"{name}.job.json",
+                {
+                    "data_root": datasets[name]["root"],
+                    "dataset": datasets[name]["adapter"],
+                    "results_csv": str(results_csv) if uses_results else "",
+                    "out_dir": str(out / "agreement" / name),
+                },
+                inputs=csv_digest if uses_results else {},
+            )
+        )
+    return specs
 
 
 def _figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str] | None:
@@ -912,11 +1026,22 @@ def _figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str]
     )
 
 
+def _job_ok(record: Path) -> bool:
+    try:
+        return json.loads(record.read_text()).get("status") == "ok"
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
 def write_study_report(study: Study, datasets: dict[str, dict]) -> Path:
     """Write ``<out>/report.html`` for a study (see :mod:`msnb.report`)."""
-    from msnb.report import build_report
+    from msnb.report import build_report, notebook_body_html
 
     extra = []
+    for nb in sorted((study.out_dir / "agreement").glob("*.ipynb")):
+        if not _job_ok(nb.with_suffix(".job.json")):
+            continue  # a failed agreement notebook is listed under the executed notebooks
+        extra.append((f"Annotation agreement: {nb.stem}", notebook_body_html(nb)))
     try:
         panel = _figure2_section(study, datasets)
     except Exception as exc:  # the report must not hide the study's results

@@ -70,7 +70,7 @@ class TrainConfig:
         ``"auto"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"none"``. ``"auto"``: bf16 on a CPU with
         bf16 support and on CUDA devices that support it; otherwise none.
     num_threads : int or None, default None
-        CPU threads (None: all cores).
+        CPU threads (None: ``OMP_NUM_THREADS`` when set, else all cores).
     time_budget_s : float or None, default None
         Stop training (cleanly, after the current batch, then validate) when exceeded.
     max_slices_per_epoch : int or None, default None
@@ -435,8 +435,10 @@ def train_model(
         raise ValueError("no training scans")
     start = time.perf_counter()
     device = pick_device(config.device)
-    if device == "cpu":
-        torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+    if device == "cpu" and config.num_threads:
+        # Otherwise torch's default: OMP_NUM_THREADS when set (a study's parallel workers
+        # set it to their share of the cores), else the cores.
+        torch.set_num_threads(config.num_threads)
     channels_last, autocast = resolve_speedups(config, device)
     seed_everything(config.seed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -160,8 +161,18 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     report = full["report"].read_text()
     assert "Figure 2" in report and "data:image/png;base64" in report
     assert f"train/{trains[0].model_id}.ipynb" in report
-    # Changed parameters make a job run again; unchanged ones are skipped.
-    assert run_study(study, progress=False, statistics=False)["jobs"] == []
+    # Annotation agreement runs on the dataset with several raters and lands in the report.
+    assert [a["name"] for a in full["analyses"]] == ["statistics", "agreement-msseg2016_train"]
+    assert all(a["status"] == "ok" for a in full["analyses"])
+    assert "Annotation agreement: msseg2016_train" in report and "agreement/" in report
+    out = tmp_path / "out" / "tiny"
+    timings = json.loads((out / "timings.json").read_text())["seconds"]
+    assert timings["total"] >= timings["grid"] > 0 and timings["train_jobs"] > 0
+    # Unchanged parameters and results: nothing runs again, not even the statistics.
+    stats_written = (out / "statistics.ipynb").stat().st_mtime_ns
+    again_run = run_study(study, progress=False)
+    assert again_run["jobs"] == [] and not again_run["failed"]
+    assert (out / "statistics.ipynb").stat().st_mtime_ns == stats_written
 
 
 @pytest.mark.slow
