@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KERNEL := msnb
 # Notebooks at once in `make study` (a Dask LocalCluster, one thread each): two 1-thread
-# jobs on 2 cores trained 1.29x faster than one 2-thread job here (benchmarks/, README).
+# jobs on 2 cores trained 1.17x faster than one 2-thread job here (benchmarks/parallel_jobs.py).
 STUDY_JOBS ?= 2
 # glibc returning freed memory to the OS is costly on small VMs; keep it (1.5-2.4x faster training).
 export MALLOC_MMAP_MAX_ := 0

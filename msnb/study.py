@@ -677,11 +677,16 @@ def _run_pending(
                 resources=resources,
             )
             futures[spec.name] = fut
+        # Dask decides what runs when; count as running one job per worker slot.
+        slots = jobs if scheduler is None else max(len(client.scheduler_info()["workers"]), 1)
+        for spec in pending[:slots]:
             on_start(spec)
-        for fut in as_completed(list(futures.values())):
+        for i, fut in enumerate(as_completed(list(futures.values()))):
             res = fut.result()
             results.append(res)
             on_done(res)
+            if slots + i < len(pending):
+                on_start(pending[slots + i])
     finally:
         client.close()
         if cluster is not None:
