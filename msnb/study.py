@@ -25,6 +25,7 @@ Example (see ``parameters/quick.yaml``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -512,11 +513,16 @@ class JobSpec:
         return _params_digest(self.parameters, self.inputs)
 
     def is_done(self) -> bool:
-        try:
-            rec = json.loads(self.record.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return False
+        rec = _read_record(self.record)
         return rec.get("digest") == self.digest and rec.get("status") == "ok"
+
+
+def _read_record(path: Path) -> dict:
+    """A job's ``*.job.json`` record; ``{}`` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[JobSpec]:
@@ -830,9 +836,8 @@ def run_study(
         return {"jobs": [], "failed": [], "skipped": 0, "results_csv": None, "specs": specs}
     wall = time.perf_counter()
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    datasets = resolve_datasets(study, progress=progress)
-    timings["datasets"] = time.perf_counter() - t0
+    with _timed(timings, "datasets"):
+        datasets = resolve_datasets(study, progress=progress)
     specs = job_specs(study, datasets)
     if only is not None:
         specs = [s for s in specs if s.name in set(only)]
@@ -860,34 +865,31 @@ def run_study(
         bar.set_postfix(running=state["running"], failed=state["failed"], refresh=True)
 
     gpu = study.training.get("device") == "cuda" and scheduler is not None
-    t0 = time.perf_counter()
-    results = _run_pending(
-        pending,
-        jobs=jobs,
-        scheduler=scheduler,
-        gpu_training=gpu,
-        on_start=on_start,
-        on_done=on_done,
-    )
-    timings["grid"] = time.perf_counter() - t0
+    with _timed(timings, "grid"):
+        results = _run_pending(
+            pending,
+            jobs=jobs,
+            scheduler=scheduler,
+            gpu_training=gpu,
+            on_start=on_start,
+            on_done=on_done,
+        )
     for kind in ("train", "eval"):
         timings[f"{kind}_jobs"] = sum(r["seconds"] for r in results if r["kind"] == kind)
     bar.close()
     failed = [r for r in results if r["status"] != "ok"]
-    t0 = time.perf_counter()
-    csv = gather_results(study, datasets)
-    timings["results"] = time.perf_counter() - t0
+    with _timed(timings, "results"):
+        csv = gather_results(study, datasets)
     stats = None
     analyses = []
     if statistics and csv is not None:
         for spec in analysis_specs(study, datasets, csv):
-            t0 = time.perf_counter()
-            res = (
-                {"name": spec.name, "kind": spec.kind, "status": "ok", "error": None}
-                if spec.is_done()
-                else run_job(spec)
-            )
-            timings[spec.name] = timings.get(spec.name, 0.0) + time.perf_counter() - t0
+            with _timed(timings, spec.name):
+                res = (
+                    {"name": spec.name, "kind": spec.kind, "status": "ok", "error": None}
+                    if spec.is_done()
+                    else run_job(spec)
+                )
             analyses.append(res)
             if spec.kind == "stats":
                 stats = res
@@ -895,9 +897,8 @@ def run_study(
                 failed.append(res)
     report = None
     if csv is not None:
-        t0 = time.perf_counter()
-        report = write_study_report(study, datasets)
-        timings["report"] = time.perf_counter() - t0
+        with _timed(timings, "report"):
+            report = write_study_report(study, datasets)
     timings["total"] = time.perf_counter() - wall
     write_timings(study, timings, jobs=jobs if scheduler is None else None)
     for r in failed:
@@ -912,6 +913,16 @@ def run_study(
         "report": report,
         "timings": timings,
     }
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Record the wall time of the ``with`` block as ``timings[key]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = time.perf_counter() - start
 
 
 def write_timings(study: Study, timings: dict[str, float], *, jobs: int | None) -> Path:
@@ -1031,20 +1042,13 @@ def _figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str]
     )
 
 
-def _job_ok(record: Path) -> bool:
-    try:
-        return json.loads(record.read_text()).get("status") == "ok"
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-
-
 def write_study_report(study: Study, datasets: dict[str, dict]) -> Path:
     """Write ``<out>/report.html`` for a study (see :mod:`msnb.report`)."""
     from msnb.report import build_report, notebook_body_html
 
     extra = []
     for nb in sorted((study.out_dir / "agreement").glob("*.ipynb")):
-        if not _job_ok(nb.with_suffix(".job.json")):
+        if _read_record(nb.with_suffix(".job.json")).get("status") != "ok":
             continue  # a failed agreement notebook is listed under the executed notebooks
         extra.append((f"Annotation agreement: {nb.stem}", notebook_body_html(nb)))
     try:
