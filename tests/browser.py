@@ -7,6 +7,7 @@ Jupyter configuration is neither read nor changed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -38,6 +39,32 @@ def find_chromium() -> str | None:
     return None
 
 
+# User settings for the test's JupyterLab. Without autoStartDefaultKernel, JupyterLab 4 may
+# answer the opened notebook with a "Select Kernel" dialog (it did once in CI, and every
+# click behind the dialog was lost); news would put a toast over the page.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+}
+
+
+def write_lab_settings(settings_dir: Path) -> None:
+    for plugin, values in LAB_SETTINGS.items():
+        path = settings_dir / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+def accept_dialogs(page) -> list[str]:
+    """Accept any open JupyterLab dialog (e.g. kernel selection); returns their texts."""
+    texts = []
+    for dialog in page.locator(".jp-Dialog").all():
+        if dialog.is_visible():
+            texts.append(dialog.inner_text())
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    return texts
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +79,7 @@ class Lab:
         self.port = free_port()
         self.token = "msnb-browser-test"
         home.mkdir(parents=True, exist_ok=True)
+        write_lab_settings(home / "settings")
         self.env = {
             **os.environ,
             **(env or {}),
