@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,11 +40,11 @@ def find_chromium() -> str | None:
     return None
 
 
-# User settings for the test's JupyterLab. Without autoStartDefaultKernel, JupyterLab 4 may
-# answer the opened notebook with a "Select Kernel" dialog (it did once in CI, and every
-# click behind the dialog was lost); news would put a toast over the page.
+# User settings for the test's JupyterLab: no news toast over the page. (Setting
+# autoStartDefaultKernel to avoid the Select Kernel dialog made things worse under load:
+# the page connected to the kernel twice and widgets failed with "model not found";
+# run_all_cells accepts the dialog instead.)
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
 }
 
@@ -63,6 +64,49 @@ def accept_dialogs(page) -> list[str]:
             texts.append(dialog.inner_text())
             dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     return texts
+
+
+ERROR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+# the input prompt of every code cell: "[ ]:" not run, "[*]:" queued or running, "[3]:" ran
+CELL_PROMPTS = """() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
+    .map(e => e.textContent.trim())"""
+
+
+def run_all_cells(page, timeout: float = 240, idle_grace: float = 10) -> dict:
+    """Run every code cell of the open notebook and wait until each has run.
+
+    JupyterLab can lose a Run All request made while the notebook's kernel is still
+    connecting: seen here under load, Run All ran the first cell and left the rest at
+    [ ]:, and once in CI it was answered by a Select Kernel dialog. So dialogs are
+    accepted and Run All is repeated whenever no cell is queued or running for
+    ``idle_grace`` seconds while some cell has not run. Returns the number of Run All
+    requests and the texts of the dialogs accepted. An error output fails at once with
+    its text; ``timeout`` seconds without finishing raise TimeoutError.
+    """
+    requests, dialogs, idle_since = 0, [], None
+    deadline = time.time() + timeout
+    while True:
+        dialogs += accept_dialogs(page)
+        errors = page.locator(ERROR_OUTPUT)
+        if errors.count():
+            raise AssertionError(f"a cell failed: {errors.first.inner_text()}")
+        prompts = page.evaluate(CELL_PROMPTS)
+        if prompts and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
+            return {"run_all_requests": requests, "dialogs": dialogs}
+        if any("*" in p for p in prompts):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.time()
+        if requests == 0 or (idle_since is not None and time.time() - idle_since > idle_grace):
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            requests, idle_since = requests + 1, None
+        if time.time() > deadline:
+            raise TimeoutError(
+                f"cells not run after {timeout} s and {requests} Run All requests: "
+                f"prompts {prompts}, dialogs {dialogs}"
+            )
+        time.sleep(0.5)
 
 
 def free_port() -> int:
