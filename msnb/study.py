@@ -30,7 +30,9 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -558,6 +560,23 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     return specs
 
 
+def kernel_config():
+    """Kernel settings for papermill: Unix sockets (ZeroMQ IPC) where the OS has them.
+
+    Over IPC only this user can reach the kernel, and ipykernel no longer prints its
+    "Kernel is running over TCP without encryption" warning once per notebook into the
+    study's output. Each kernel gets its own socket prefix in the temporary folder
+    (concurrent jobs never collide); jupyter_client removes the sockets when the kernel
+    stops. Returns None (papermill's TCP default) elsewhere.
+    """
+    if os.name != "posix":
+        return None
+    from traitlets.config import Config
+
+    prefix = Path(tempfile.gettempdir()) / f"msnb-kernel-{uuid.uuid4().hex[:12]}"
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(prefix)}})
+
+
 def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
     """Execute one job with papermill; returns ``{"name", "status", "seconds", "error"}``.
 
@@ -578,6 +597,7 @@ def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
             kernel_name=KERNEL,
             progress_bar=progress,
             cwd=str(spec.notebook.parent),
+            config=kernel_config(),
         )
     except Exception as exc:  # papermill raises PapermillExecutionError for cell errors
         first = str(exc).strip().splitlines()

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from msnb.paths import parameters_dir
-from msnb.study import StudyError, expand_study, job_specs, load_study, model_id_for
+from msnb.study import (
+    KERNEL,
+    JobSpec,
+    StudyError,
+    expand_study,
+    job_specs,
+    load_study,
+    model_id_for,
+    run_job,
+)
 
 
 def write_study(tmp_path: Path, **changes) -> Path:
@@ -205,3 +216,37 @@ def test_tiny_study_on_a_dask_local_cluster(tmp_path):
     assert not out["failed"] and len(out["jobs"]) == 4
     results = pd.read_csv(out["results_csv"])
     assert set(results.test_dataset) == {"msseg2016_train", "3dmrms"}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ZeroMQ IPC needs Unix sockets")
+def test_job_kernel_talks_over_unix_sockets_and_removes_them(tmp_path, capfd):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("value = 1  # parameter", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "from ipykernel.kernelapp import IPKernelApp\n"
+                "print(IPKernelApp.instance().transport, value + 1)"
+            ),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "msnb", "language": "python"}
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(nb, src)
+    before = set(Path(tempfile.gettempdir()).glob("msnb-kernel-*"))
+    spec = JobSpec(
+        kind="eval",
+        name="probe",
+        notebook=src,
+        output=tmp_path / "out" / "probe.ipynb",
+        record=tmp_path / "out" / "probe.job.json",
+        parameters={"value": 41},
+    )
+    result = run_job(spec)
+    assert result["status"] == "ok", result
+    out = nbformat.read(spec.output, 4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "ipc 42"
+    assert "without encryption" not in capfd.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("msnb-kernel-*")) == before
+    assert spec.is_done()
