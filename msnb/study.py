@@ -563,7 +563,8 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
 def kernel_config():
     """Kernel settings for papermill: Unix sockets (ZeroMQ IPC) where the OS has them.
 
-    Over IPC only this user can reach the kernel, and ipykernel no longer prints its
+    Over IPC, access to the kernel follows file permissions instead of an open loopback
+    port, and ipykernel no longer prints its
     "Kernel is running over TCP without encryption" warning once per notebook into the
     study's output. Each kernel gets its own socket prefix in the temporary folder
     (concurrent jobs never collide); jupyter_client removes the sockets when the kernel
