@@ -564,9 +564,8 @@ def kernel_config():
     """Kernel settings for papermill: Unix sockets (ZeroMQ IPC) where the OS has them.
 
     Over IPC, access to the kernel follows file permissions instead of an open loopback
-    port, and ipykernel no longer prints its
-    "Kernel is running over TCP without encryption" warning once per notebook into the
-    study's output. Each kernel gets its own socket prefix in the temporary folder
+    port, and ipykernel no longer prints its "Kernel is running over TCP without
+    encryption" warning once per notebook into the study's output. Each kernel gets its own socket prefix in the temporary folder
     (concurrent jobs never collide); jupyter_client removes the sockets when the kernel
     stops. Returns None (papermill's TCP default) elsewhere.
     """
