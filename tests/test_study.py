@@ -17,6 +17,7 @@ from msnb.study import (
     StudyError,
     expand_study,
     job_specs,
+    kernel_manager_class,
     load_study,
     model_id_for,
     run_job,
@@ -247,6 +248,19 @@ def test_job_kernel_talks_over_unix_sockets_and_removes_them(tmp_path, capfd):
     assert result["status"] == "ok", result
     out = nbformat.read(spec.output, 4)
     assert out.cells[-1].outputs[0]["text"].strip() == "ipc 42"
-    assert "without encryption" not in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "KeyboardInterrupt" not in err
     assert set(Path(tempfile.gettempdir()).glob("msnb-kernel-*")) == before
     assert spec.is_done()
+
+
+def test_study_kernels_are_not_interrupted_on_shutdown():
+    import asyncio
+
+    km = kernel_manager_class()(kernel_name=KERNEL)
+    # outside a shutdown the interrupt is jupyter_client's: no kernel here, so it refuses
+    with pytest.raises(RuntimeError, match="No kernel is running"):
+        asyncio.run(km._async_interrupt_kernel())
+    km.shutting_down = True  # set by jupyter_client just before it would send SIGINT
+    asyncio.run(km._async_interrupt_kernel())
+    assert kernel_manager_class() is kernel_manager_class()
