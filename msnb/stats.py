@@ -42,6 +42,10 @@ import numpy as np
 import pandas as pd
 
 from msnb.metrics import ID_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
+
+# Single datasets without a consensus train on one rater when asked for the default label
+# (as the paper does for ISBI 2015); the study records that rater as the label, and it
+# counts as the default here.
 from msnb.study import CONSENSUS_FALLBACK
 
 REQUIRED_COLUMNS = tuple(RESULT_COLUMNS)
@@ -55,9 +59,6 @@ DEFAULTS = {
     "architecture": "unetplusplus",
     "encoder": "resnet18",
 }
-#: Single datasets without a consensus train on one rater when asked for the default label
-#: (as the paper does for ISBI 2015); the study records that rater as the label
-#: (``msnb.study.CONSENSUS_FALLBACK``), and it counts as the default here.
 #: Columns that identify a training configuration.
 CONFIG_COLUMNS = ("train_datasets", "label", "normalization", "architecture", "encoder")
 #: Columns that identify a test scan.

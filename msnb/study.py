@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -565,9 +566,10 @@ def kernel_config():
 
     Over IPC, access to the kernel follows file permissions instead of an open loopback
     port, and ipykernel no longer prints its "Kernel is running over TCP without
-    encryption" warning once per notebook into the study's output. Each kernel gets its own socket prefix in the temporary folder
-    (concurrent jobs never collide); jupyter_client removes the sockets when the kernel
-    stops. Returns None (papermill's TCP default) elsewhere.
+    encryption" warning once per notebook into the study's output. Each kernel gets its
+    own socket prefix in the temporary folder (concurrent jobs never collide);
+    jupyter_client removes the sockets when the kernel stops. Returns None (papermill's
+    TCP default) elsewhere.
     """
     if os.name != "posix":
         return None
@@ -577,9 +579,7 @@ def kernel_config():
     return Config({"KernelManager": {"transport": "ipc", "ip": str(prefix)}})
 
 
-_KERNEL_MANAGER = None
-
-
+@functools.cache
 def kernel_manager_class():
     """jupyter_client's AsyncKernelManager without the interrupt before a shutdown.
 
@@ -590,18 +590,15 @@ def kernel_manager_class():
     a shutdown (a cell timeout) are unchanged; a kernel that ignores the shutdown request
     is still terminated, then killed.
     """
-    global _KERNEL_MANAGER
-    if _KERNEL_MANAGER is None:
-        from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.manager import AsyncKernelManager
 
-        class StudyKernelManager(AsyncKernelManager):
-            async def _async_interrupt_kernel(self) -> None:
-                if self.shutting_down:
-                    return
-                await super()._async_interrupt_kernel()
+    class StudyKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
 
-        _KERNEL_MANAGER = StudyKernelManager
-    return _KERNEL_MANAGER
+    return StudyKernelManager
 
 
 def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
