@@ -201,7 +201,7 @@ def compute_consensus(
 
 
 def _load_masks(scan: Scan, names: Sequence[str]) -> tuple[dict[str, np.ndarray], float]:
-    from msnb.io import load_mask
+    from msnb.nifti import load_mask
 
     vols = {n: load_mask(scan.masks[n], binarize=True, what=f"{n} mask") for n in names}
     shapes = {v.shape for v in vols.values()}
@@ -525,7 +525,7 @@ def compare_consensus_builders(
         ``reference_kind`` (``rater`` / ``consensus`` / ``truth``), ``dice``, ``lesion_f1``,
         ``volume_ml`` (built consensus), ``reference_volume_ml``.
     """
-    from msnb.io import load_mask
+    from msnb.nifti import load_mask
 
     truth = dict(truth or {})
     rows = []

@@ -10,7 +10,7 @@ Layout of ``<bundle>/``:
 - ``history.csv``: the per-epoch curves.
 
 A bundle is written into a temporary directory and renamed into place
-(:func:`msnb.io.atomic_path`), so a reader never sees half a bundle.
+(:func:`msnb.nifti.atomic_path`), so a reader never sees half a bundle.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from msnb import __version__
+from msnb.files import atomic_path, to_jsonable
+from msnb.models import build_model
+from msnb.normalize import get_normalizer
+
 BUNDLE_FORMAT = 1
 
 
@@ -32,8 +37,6 @@ def library_versions() -> dict[str, str]:
     import segmentation_models_pytorch as smp
     import torch
 
-    from msnb import __version__
-
     return {
         "msnb": __version__,
         "python": platform.python_version(),
@@ -41,23 +44,6 @@ def library_versions() -> dict[str, str]:
         "segmentation_models_pytorch": smp.__version__,
         "numpy": np.__version__,
     }
-
-
-def _jsonable(value):
-    """Replace numpy scalars/arrays, paths, tuples and NaN by JSON-friendly values."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 @dataclass
@@ -144,8 +130,6 @@ def save_bundle(
     """
     import torch
 
-    from msnb.io import atomic_path
-
     path = Path(path)
     meta = dict(meta or {})
     reference = getattr(normalizer, "reference", None)
@@ -177,7 +161,7 @@ def save_bundle(
             import pandas as pd
 
             pd.DataFrame(meta["history"]).to_csv(tmp / "history.csv", index=False)
-        (tmp / "bundle.json").write_text(json.dumps(_jsonable(info), indent=1))
+        (tmp / "bundle.json").write_text(json.dumps(to_jsonable(info), indent=1))
     return path
 
 
@@ -192,9 +176,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         The bundle's normalization key does not match its saved reference.
     """
     import torch
-
-    from msnb.models import build_model
-    from msnb.normalize import get_normalizer
 
     path = Path(path)
     if not (path / "bundle.json").is_file() or not (path / "weights.pt").is_file():

@@ -33,6 +33,28 @@ from pathlib import Path
 
 import numpy as np
 
+from msnb.masks import combine_masks
+from msnb.nifti import Volume, load_mask
+
+__all__ = [
+    "ADAPTERS",
+    "CONSENSUS_FALLBACK",
+    "DATASETS",
+    "LABELS",
+    "DatasetError",
+    "DatasetInfo",
+    "Scan",
+    "label_sources",
+    "load_3dmrms",
+    "load_folder",
+    "load_isbi2015",
+    "load_label",
+    "load_msseg2016_test",
+    "load_msseg2016_train",
+    "load_scans",
+    "scans_table",
+]
+
 log = logging.getLogger(__name__)
 
 NIFTI_RE = r"\.nii(?:\.gz)?"
@@ -128,9 +150,11 @@ def label_sources(scan: Scan, label: str) -> list[str]:
 
 
 def load_label(scan: Scan, label: str, *, reference=None, binarize: bool = False):
-    """Load the label ``label`` of ``scan`` as a canonical bool :class:`msnb.io.Volume`."""
-    from msnb.io import Volume, load_mask
+    """Load the label ``label`` of ``scan`` as a canonical bool :class:`msnb.nifti.Volume`.
 
+    Several raters are combined with :func:`msnb.masks.combine_masks` (``union`` or
+    ``majority``).
+    """
     names = label_sources(scan, label)
     vols = [
         load_mask(scan.masks[n], reference=reference, binarize=binarize, what=f"{n} mask")
@@ -138,8 +162,8 @@ def load_label(scan: Scan, label: str, *, reference=None, binarize: bool = False
     ]
     if len(vols) == 1:
         return vols[0]
-    stack = np.stack([v.data for v in vols])
-    data = stack.any(0) if label == "union" else stack.sum(0) * 2 > len(vols)
+    method = "union" if label == "union" else "majority"
+    data = combine_masks([v.data for v in vols], method=method)
     first = vols[0]
     return Volume(
         data=data,
@@ -424,6 +448,45 @@ ADAPTERS: dict[str, Callable[..., list[Scan]]] = {
     "msseg2016_test": load_msseg2016_test,
     "3dmrms": load_3dmrms,
     "folder": load_folder,
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A public dataset msnb knows by name.
+
+    Attributes
+    ----------
+    name : str
+        The dataset's name in study files, results and model ids.
+    adapter : str
+        Its adapter in :data:`ADAPTERS`.
+    folder : str
+        Its folder under a data root (``MSNB_DATA``) or a generated phantom.
+    consensus_fallback : str or None
+        The rater a model trained on this dataset alone uses when asked for ``consensus``
+        and the dataset ships none (ISBI 2015: ``rater1``).
+    """
+
+    name: str
+    adapter: str
+    folder: str
+    consensus_fallback: str | None = None
+
+
+#: The one registry of named datasets: the four public datasets of the paper.
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("isbi2015", "isbi2015", "isbi2015", consensus_fallback="rater1"),
+        DatasetInfo("msseg2016_train", "msseg2016_train", "msseg2016"),
+        DatasetInfo("msseg2016_test", "msseg2016_test", "msseg2016"),
+        DatasetInfo("3dmrms", "3dmrms", "3dmrms"),
+    )
+}
+#: Datasets without a consensus mask: the rater their ``consensus`` label means.
+CONSENSUS_FALLBACK = {
+    name: d.consensus_fallback for name, d in DATASETS.items() if d.consensus_fallback
 }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from msnb.datasets import Scan, load_label, load_scans
-from msnb.io import load_image, load_mask
+from msnb.nifti import load_image, load_mask
 
 __all__ = [
     "load_explore_scans",

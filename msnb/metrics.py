@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from msnb.masks import dice_iou, f1_score
+
 ALPHA = 0.10  # minimal covered fraction of a lesion
 BETA = 0.70  # maximal fraction of an overlapping component outside the other mask's lesions
 GAMMA = 0.65  # share of the overlap that the tested components must account for
@@ -214,26 +216,6 @@ def scan_status(truth: np.ndarray, pred: np.ndarray) -> str:
     return {(True, True): "ok", (False, True): "empty_truth", (True, False): "empty_pred"}.get(
         (t, p), "both_empty"
     )
-
-
-def dice_iou(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """Dice and IoU of two binary masks; NaN when both are empty."""
-    t = np.asarray(truth, dtype=bool)
-    p = np.asarray(pred, dtype=bool)
-    inter = int(np.count_nonzero(t & p))
-    nt, np_ = int(np.count_nonzero(t)), int(np.count_nonzero(p))
-    if nt + np_ == 0:
-        return math.nan, math.nan
-    return 2 * inter / (nt + np_), inter / (nt + np_ - inter)
-
-
-def f1_score(sensitivity: float, ppv: float) -> float:
-    """Harmonic mean; NaN when either is NaN, 0 when both are 0."""
-    if math.isnan(sensitivity) or math.isnan(ppv):
-        return math.nan
-    if sensitivity + ppv == 0:
-        return 0.0
-    return 2 * sensitivity * ppv / (sensitivity + ppv)
 
 
 def compute_metrics(

@@ -15,21 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ARCHITECTURES = {"unetplusplus": "UnetPlusPlus", "unet": "Unet"}
-_ALIASES = {"unet++": "unetplusplus", "unetpp": "unetplusplus", "unetplusplus": "unetplusplus"}
-
+from msnb.recipe import ARCHITECTURES, canonical_architecture
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained encoder weights were asked for but are not available offline."""
-
-
-def canonical_architecture(name: str) -> str:
-    """``"unetplusplus"`` or ``"unet"`` (accepts ``UNet++``, ``unetpp``, any case)."""
-    key = name.lower().replace(" ", "")
-    key = _ALIASES.get(key, key)
-    if key not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose from unetplusplus, unet")
-    return key
 
 
 @contextlib.contextmanager

@@ -360,7 +360,7 @@ def compare_normalizations(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from msnb.io import load_image
+    from msnb.nifti import load_image
     from msnb.preprocess import load_brain
 
     chosen, count = [], {}

@@ -982,7 +982,7 @@ def _lesion_stats(truth: np.ndarray, sub: Subject, p: LesionParams) -> dict:
 
 
 def _run_task(cfg: PhantomConfig, seed: int, task: ScanTask, roots: dict[str, str]) -> dict:
-    from msnb.io import save_nifti
+    from msnb.nifti import save_nifti
 
     t0 = time.perf_counter()
     res = simulate_scan(cfg, seed, task)
@@ -1131,7 +1131,7 @@ def generate_phantom(
     from tqdm.auto import tqdm
 
     import msnb
-    from msnb.io import atomic_path
+    from msnb.files import atomic_path
 
     cfg = config or make_config(preset)
     out = Path(out_dir)

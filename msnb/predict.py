@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from msnb.bundle import Bundle, load_bundle
-from msnb.io import Volume
-from msnb.metrics import RESULT_COLUMNS
+from msnb.datasets import load_label
+from msnb.device import autocast as autocast_context
+from msnb.device import pick_device, resolve_speedups
+from msnb.files import atomic_path
+from msnb.metrics import RESULT_COLUMNS, compute_metrics, lesion_table
+from msnb.nifti import NiftiError, Volume, load_image, load_mask, save_image, save_mask
+from msnb.preprocess import compute_brain_mask, load_brain
+from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
 
 @dataclass
@@ -83,9 +89,7 @@ def infer_slices(
     """
     import torch
 
-    from msnb.train import TrainConfig, _autocast, resolve_speedups
-
-    cl, ac = resolve_speedups(TrainConfig(autocast=autocast, channels_last=channels_last), device)
+    cl, ac = resolve_speedups(device, channels_last=channels_last, autocast=autocast)
     model = model.to(device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -98,7 +102,7 @@ def infer_slices(
             x = torch.from_numpy(stack[i : i + batch_size]).to(device)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, ac):
+            with autocast_context(device, ac):
                 logits = model(x)
             prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
             out[:, :, i : i + batch_size] = np.moveaxis(prob, 0, 2)
@@ -119,7 +123,7 @@ def predict_volume(
     Parameters
     ----------
     flair : Volume
-        From :func:`msnb.io.load_image` (canonical data).
+        From :func:`msnb.nifti.load_image` (canonical data).
     bundle : Bundle or path
     brain : np.ndarray of bool, shape ``flair.shape``, optional
         Canonical brain mask; computed with :func:`msnb.preprocess.compute_brain_mask` when
@@ -133,18 +137,12 @@ def predict_volume(
     -------
     Prediction
     """
-    from msnb.preprocess import compute_brain_mask
-    from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
-    from msnb.train import pick_device
-
     bundle = _as_bundle(bundle)
     t = {}
     t0 = time.perf_counter()
     if brain is None:
         brain = compute_brain_mask(flair.data)
         if not brain.any():
-            from msnb.io import NiftiError
-
             raise NiftiError(flair.path, "computed brain mask is empty (image is all zero?)")
     brain = np.asarray(brain, dtype=bool)
     if brain.shape != flair.shape:
@@ -184,9 +182,6 @@ def predict_volume(
 
 def predict_scan(scan, bundle: Bundle | str | os.PathLike, **options) -> Prediction:
     """Predict a dataset scan (its brain mask read or computed by :func:`msnb.preprocess.load_brain`)."""
-    from msnb.io import load_image
-    from msnb.preprocess import load_brain
-
     flair = load_image(scan.flair)
     return predict_volume(flair, bundle, brain=load_brain(scan, flair), **options)
 
@@ -222,9 +217,6 @@ def evaluate_scans(
     """
     import pandas as pd
     from tqdm.auto import tqdm
-
-    from msnb.datasets import load_label
-    from msnb.metrics import compute_metrics
 
     bundle = _as_bundle(bundle)
     ident = bundle.describe()
@@ -293,9 +285,6 @@ def segment_file(
         ``input``, ``mask``, ``table``, ``probability``, ``lesions``, ``volume_ml``,
         ``seconds``.
     """
-    from msnb.io import atomic_path, load_image, load_mask, save_image, save_mask
-    from msnb.metrics import lesion_table
-
     t0 = time.perf_counter()
     bundle = _as_bundle(bundle)
     flair_path = Path(flair_path)

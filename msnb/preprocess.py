@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from msnb.datasets import Scan
-from msnb.io import NiftiError, Volume, load_mask
+from msnb.nifti import NiftiError, Volume, load_mask
 
 SKULL_STRIPPED_BACKGROUND = 0.2  # fraction of exactly-zero voxels that marks a skull-stripped image
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msnb.io import atomic_path
+from msnb.files import atomic_path
 
 REPORT_NAME = "report.html"
 
@@ -172,7 +172,7 @@ def plot_figure2_panel(
     import matplotlib.pyplot as plt
 
     from msnb.datasets import load_label
-    from msnb.io import load_image
+    from msnb.nifti import load_image
     from msnb.predict import predict_scan
     from msnb.viz import plot_overlay, plot_slice
 

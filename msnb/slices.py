@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from msnb import __version__
 from msnb.datasets import Scan, load_label
-from msnb.io import atomic_path, load_image
+from msnb.files import atomic_path
+from msnb.nifti import load_image
 from msnb.paths import cache_root
 from msnb.preprocess import load_brain
 
@@ -168,7 +169,7 @@ class PreparedScan:
     """A scan loaded for slicing: normalized image, brain and label on the canonical grid."""
 
     scan: Scan
-    flair: object  # msnb.io.Volume
+    flair: object  # msnb.nifti.Volume
     brain: np.ndarray
     image: np.ndarray
     label: np.ndarray | None

@@ -1044,7 +1044,7 @@ def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[s
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
-    from msnb.io import atomic_path
+    from msnb.files import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -1,18 +1,13 @@
 """Training a 2D slice segmentation model with the paper's recipe, into a model bundle.
 
-Recipe (Badea & Popa 2024), every value a :class:`TrainConfig` field: smp UNet++ with a
-resnet18 encoder on axial FLAIR slices after quantile normalization; weighted binary
-cross-entropy on sigmoid outputs with lesion weight 0.8; Adam (lr 1e-3, weight decay 1e-6,
-betas 0.9/0.999); 50 epochs; an 80/20 split *by patient*; the checkpoint with the best
-validation Dice is kept; threshold 0.5.
+The recipe and its defaults are :class:`msnb.recipe.TrainConfig`. Validation Dice is pooled
+over all validation slices (in the model plane): ``2 sum|P & T| / (sum|P| + sum|T|)``. Ties
+keep the later epoch when its validation loss is lower.
 
-Validation Dice is pooled over all validation slices (in the model plane):
-``2 sum|P & T| / (sum|P| + sum|T|)``. Ties keep the later epoch when its validation loss is
-lower.
-
-On the CPU, training uses all cores and bfloat16 autocast when the processor supports bf16 (``"auto"``); the loss is always computed in float32.
-The same seed on the CPU gives the same weights (same thread count, same library versions).
-"""
+Device, autocast and seeding come from :mod:`msnb.device`: on the CPU, training uses all
+cores and bfloat16 autocast when the processor supports bf16 (``"auto"``); the loss is
+always computed in float32. The same seed on the CPU gives the same weights (same thread
+count, same library versions)."""
 
 from __future__ import annotations
 
@@ -21,247 +16,25 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from msnb.datasets import Scan, load_scans
-from msnb.study import DATASET_ADAPTERS
-
-# dataset name -> (adapter, sub-folder of a phantom or data root): one table, in msnb.study
-DATASET_LAYOUT = DATASET_ADAPTERS
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (defaults: the paper's recipe).
-
-    Attributes
-    ----------
-    architecture : str, default "unetplusplus"
-        ``"unetplusplus"`` or ``"unet"``.
-    encoder : str, default "resnet18"
-    encoder_weights : str or None, default None
-        None, ``"imagenet"`` (local cache) or a weights file (see :func:`msnb.models.build_model`).
-    size : int, default 224
-        Side S of the slices (a multiple of 32).
-    epochs : int, default 50
-    batch_size : int, default 16
-    lr, weight_decay : float, default 1e-3, 1e-6
-    betas : (float, float), default (0.9, 0.999)
-    pos_weight : float, default 0.8
-        Weight ``w`` of lesion pixels in the loss.
-    threshold : float, default 0.5
-    normalization : str, default "quantile"
-        ``"quantile"``, ``"linear"`` or ``"zscore"``.
-    n_quantiles : int, default 1024
-        Size of the quantile reference, built from the training-split volumes.
-    label : str, default "consensus"
-    val_fraction : float, default 0.2
-        Share of *patients* held out for validation.
-    seed : int, default 0
-    device : str, default "auto"
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"``, ``"cpu"``.
-    channels_last : "auto" or bool, default "auto"
-        ``"auto"``: on for CUDA (no measurable gain on the CPU).
-    autocast : str, default "auto"
-        ``"auto"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"none"``. ``"auto"``: bf16 on a CPU with
-        bf16 support and on CUDA devices that support it; otherwise none.
-    num_threads : int or None, default None
-        CPU threads (None: ``OMP_NUM_THREADS`` when set, else all cores).
-    time_budget_s : float or None, default None
-        Stop training (cleanly, after the current batch, then validate) when exceeded.
-    max_slices_per_epoch : int or None, default None
-        Random subset of training slices per epoch (for quick runs).
-    min_brain_fraction : float, default 0.05
-        Slices kept (see :func:`msnb.slices.brain_slices`).
-    progress : bool, default True
-        tqdm progress bar per epoch.
-    """
-
-    architecture: str = "unetplusplus"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    size: int = 224
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    pos_weight: float = 0.8
-    threshold: float = 0.5
-    normalization: str = "quantile"
-    n_quantiles: int = 1024
-    label: str = "consensus"
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    channels_last: str | bool = "auto"
-    autocast: str = "auto"
-    num_threads: int | None = None
-    time_budget_s: float | None = None
-    max_slices_per_epoch: int | None = None
-    min_brain_fraction: float = 0.05
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from msnb.models import canonical_architecture
-
-        self.architecture = canonical_architecture(self.architecture)
-        self.betas = tuple(float(b) for b in self.betas)
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (encoder depth 5), got {self.size}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
-        if self.autocast not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"autocast must be auto, bf16, fp16 or none, got {self.autocast!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Build from a dict, ignoring keys that are not fields (e.g. study bookkeeping)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_parameters(cls, params: dict) -> TrainConfig:
-        """Build from a notebook's parameters (e.g. ``globals()``).
-
-        Unknown names are ignored; for the optional settings (``encoder_weights``,
-        ``time_budget_s``, ``max_slices_per_epoch``, ``num_threads``) an empty string or 0
-        means None, so that notebook parameters can keep a type-evident literal.
-        """
-        optional = {"encoder_weights", "time_budget_s", "max_slices_per_epoch", "num_threads"}
-        values = {
-            k: (None if k in optional and v in ("", 0, 0.0) else v)
-            for k, v in params.items()
-            if k in {f.name for f in fields(cls)}
-        }
-        return cls(**values)
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-def resolve_datasets(
-    names: Sequence[str],
-    data_root: str | os.PathLike | None = None,
-    *,
-    specs: dict | None = None,
-    phantom: str = "tiny",
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, dict]:
-    """Where each named dataset lives: ``{name: {"adapter", "root", "options"}}``.
-
-    Parameters
-    ----------
-    names : sequence of str
-        ``isbi2015``, ``msseg2016_train``, ``msseg2016_test``, ``3dmrms`` (or any name given
-        in ``specs``).
-    data_root : path, optional
-        Folder holding ``isbi2015/``, ``msseg2016/``, ``3dmrms/`` (the real datasets or a
-        generated phantom). Default: the phantom of preset ``phantom`` under
-        ``<outputs>/phantom/<preset>-seed<seed>``, generated on first use.
-    specs : dict, optional
-        Explicit ``{name: {"adapter", "root", "options"}}`` entries; they win.
-    """
-    specs = dict(specs or {})
-    out = {}
-    root = None if data_root in (None, "") else Path(data_root).expanduser()
-    for name in names:
-        if name in specs:
-            spec = dict(specs[name])
-            spec.setdefault("options", {})
-            out[name] = spec
-            continue
-        if name not in DATASET_LAYOUT:
-            raise ValueError(
-                f"unknown dataset {name!r}: give its adapter and root in specs "
-                f"(known names: {', '.join(DATASET_LAYOUT)})"
-            )
-        adapter, sub = DATASET_LAYOUT[name]
-        if root is None:
-            from msnb.paths import outputs_root
-
-            root = outputs_root() / "phantom" / f"{phantom}-seed{seed}"
-            if not (root / "phantom.json").exists():
-                from msnb.phantom import generate_phantom
-
-                generate_phantom(root, preset=phantom, seed=seed, progress=progress)
-        out[name] = {"adapter": adapter, "root": str(root / sub), "options": {}}
-    return out
-
-
-def load_datasets(specs: dict[str, dict]) -> list[Scan]:
-    """All scans of the resolved datasets (see :func:`resolve_datasets`), in order."""
-    scans: list[Scan] = []
-    for spec in specs.values():
-        scans.extend(load_scans(spec["adapter"], spec["root"], **(spec.get("options") or {})))
-    return scans
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def pick_device(name: str = "auto") -> str:
-    """``"cuda"``, ``"mps"`` or ``"cpu"`` for ``name`` (``"auto"``: the best available)."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_speedups(config: TrainConfig, device: str) -> tuple[bool, str]:
-    """``(channels_last, autocast)`` actually used on ``device`` for ``config``'s ``"auto"``."""
-    import torch
-
-    kind = device.split(":")[0]
-    cl = config.channels_last
-    if cl == "auto":
-        # Measured on a 2-core AVX-512 CPU: channels_last alone gave no gain there (bf16
-        # autocast gave 1.6-1.7x); it is the usual win on CUDA.
-        cl = kind == "cuda"
-    ac = config.autocast
-    if ac == "auto":
-        if kind == "cpu":
-            ac = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
-        elif kind == "cuda":
-            ac = "bf16" if torch.cuda.is_bf16_supported() else "none"
-        else:
-            ac = "none"
-    return bool(cl), ac
-
-
-def _autocast(device: str, mode: str):
-    import contextlib
-
-    import torch
-
-    if mode == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch."""
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from msnb.bundle import save_bundle
+from msnb.datasets import Scan
+from msnb.device import autocast as autocast_context
+from msnb.device import pick_device, resolve_speedups, seed_everything
+from msnb.models import build_model, weighted_bce_with_logits
+from msnb.nifti import load_image
+from msnb.normalize import build_reference, get_normalizer
+from msnb.paths import cache_root
+from msnb.predict import infer_slices
+from msnb.recipe import TrainConfig, model_id_for
+from msnb.preprocess import load_brain
+from msnb.slices import build_slice_store, split_by_patient
+from msnb.sources import load_datasets, resolve_datasets
 
 
 # --------------------------------------------------------------------------- loop
@@ -323,14 +96,10 @@ class TrainResult:
 
 def build_normalizer(scans: Sequence[Scan], config: TrainConfig, *, progress: bool = False):
     """The normalizer of a training run; a quantile reference from ``scans``' volumes."""
-    from msnb.normalize import build_reference, get_normalizer
-
     if config.normalization.lower() != "quantile":
         return get_normalizer(config.normalization)
     from tqdm.auto import tqdm
 
-    from msnb.io import load_image
-    from msnb.preprocess import load_brain
 
     def pairs():
         for s in tqdm(scans, desc="quantile reference", disable=not progress):
@@ -370,7 +139,6 @@ def evaluate_slices(
     """Mean loss and pooled Dice of ``model`` on store rows ``indices``."""
     import torch
 
-    from msnb.models import weighted_bce_with_logits
 
     if len(indices) == 0:
         return math.nan, math.nan
@@ -380,7 +148,7 @@ def evaluate_slices(
     with torch.no_grad():
         for b in _batches(indices, max(config.batch_size, 32)):
             x, y = _load_batch(store, b, device, channels_last)
-            with _autocast(device, autocast):
+            with autocast_context(device, autocast):
                 logits = model(x)
             loss_sum += float(
                 weighted_bce_with_logits(logits, y, pos_weight=config.pos_weight)
@@ -426,8 +194,6 @@ def train_model(
     import torch
     from tqdm.auto import tqdm
 
-    from msnb.models import build_model, weighted_bce_with_logits
-    from msnb.slices import build_slice_store, split_by_patient
 
     config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
     scans = list(scans)
@@ -439,7 +205,9 @@ def train_model(
         # Otherwise torch's default: OMP_NUM_THREADS when set (a study's parallel workers
         # set it to their share of the cores), else the cores.
         torch.set_num_threads(config.num_threads)
-    channels_last, autocast = resolve_speedups(config, device)
+    channels_last, autocast = resolve_speedups(
+        device, channels_last=config.channels_last, autocast=config.autocast
+    )
     seed_everything(config.seed)
 
     patients = sorted({s.patient_key for s in scans})
@@ -488,7 +256,7 @@ def train_model(
         )
         for b in bar:
             x, y = _load_batch(store, b, device, channels_last)
-            with _autocast(device, autocast):
+            with autocast_context(device, autocast):
                 logits = model(x)
             loss = weighted_bce_with_logits(logits, y, pos_weight=config.pos_weight)
             opt.zero_grad(set_to_none=True)
@@ -574,8 +342,6 @@ def write_bundle(
     train_datasets: Sequence[str] | None = None,
 ) -> Path:
     """Write the bundle of a training result (see :mod:`msnb.bundle`)."""
-    from msnb.bundle import save_bundle
-
     path = Path(path)
     cfg = result.config
     datasets = list(train_datasets) if train_datasets else sorted({s.dataset for s in scans})
@@ -627,8 +393,6 @@ def validation_examples(result: TrainResult, *, n: int = 4, batch_size: int = 16
     images, truths, preds : np.ndarray, shape (n, S, S)
         Model-plane slices (float32, bool, bool); empty arrays without validation data.
     """
-    from msnb.predict import infer_slices
-
     store = result.store
     idx = store.indices_for(result.val_patients)
     if idx.size == 0:
@@ -648,8 +412,6 @@ def ensure_demo_bundle(*, phantom: str = "tiny", seed: int = 0, progress: bool =
     Lets notebooks that need a model run with their defaults. Trained once (32 px, one
     short epoch, a few seconds on a CPU) into ``<outputs>/cache/demo-bundle-<phantom>-<seed>``.
     """
-    from msnb.paths import cache_root
-
     path = cache_root() / f"demo-bundle-{phantom}-{seed}"
     if (path / "bundle.json").exists():
         return path

@@ -113,7 +113,7 @@ def load_slice_volumes(scan) -> dict:
     dict
         ``image`` (X, Y, Z) float32 and ``masks`` {name: bool (X, Y, Z)}.
     """
-    from msnb.io import load_image, load_mask
+    from msnb.nifti import load_image, load_mask
 
     flair = load_image(scan.flair)
     masks = {n: load_mask(p, reference=flair, binarize=True).data for n, p in scan.masks.items()}

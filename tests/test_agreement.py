@@ -90,7 +90,7 @@ def test_rater_agreement_on_msseg_layout_matches_hand_computation(msseg_root):
     assert set(df["kind"]) == {"rater_vs_consensus", "rater_vs_rater"}
     # conftest raters: odd raters are the consensus shifted by one voxel, even raters equal it
     summary = agreement.summarize_agreement(df).set_index(["kind", "metric"])
-    from msnb.io import load_mask
+    from msnb.nifti import load_mask
 
     per_scan_rc, per_scan_rr = [], []
     for s in scans:
@@ -122,7 +122,7 @@ def test_isbi_without_consensus_scores_rater_pairs_only(isbi_root):
 def test_consensus_builders_against_raters_consensus_and_truth(msseg_root, tmp_path):
     scans = datasets.load_scans("msseg2016_train", msseg_root)
     truth_dir = tmp_path / "truth"
-    from msnb.io import load_mask
+    from msnb.nifti import load_mask
 
     for s in scans:
         c = load_mask(s.masks["consensus"]).data.astype(np.uint8)

@@ -8,7 +8,7 @@ from conftest import scan_arrays, write
 
 from msnb.cli import main
 from msnb.datasets import DatasetError, label_sources, load_label, load_scans
-from msnb.io import load_image
+from msnb.nifti import load_image
 
 
 def test_isbi2015_records(isbi_root):

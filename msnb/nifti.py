@@ -1,5 +1,7 @@
 """NIfTI input and output with validation, canonical orientation and atomic writes.
 
+Writes go through :func:`msnb.files.atomic_path`.
+
 Every volume msnb works on is brought to one canonical orientation (RAS+, the closest
 canonical orientation of nibabel) before slicing. :class:`Volume` keeps what is needed to
 map an array back to the file's own voxel grid, so predictions land on the input's voxels
@@ -8,17 +10,15 @@ and are written with the input's affine and header.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
+
+from msnb.files import atomic_path
 
 CANONICAL_AXCODES = ("R", "A", "S")
 AFFINE_ATOL_MM = 1e-3  # tolerance when comparing a mask's affine with its image's
@@ -225,35 +225,6 @@ def load_mask(
     if not allow_empty and not mask.any():
         raise NiftiError(path, f"{what} is empty (no foreground voxel)")
     return canonicalize(mask, affine, path=path, header=header)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    Works for files and directories; on error the temporary is removed and ``path`` is
-    left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-        raise
 
 
 def save_nifti(

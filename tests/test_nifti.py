@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from conftest import SHAPE, affine_lps, affine_ras, write
 
-from msnb.io import NiftiError, atomic_path, load_image, load_mask, save_image, save_mask
+from msnb.files import atomic_path
+
+from msnb.nifti import NiftiError, load_image, load_mask, save_image, save_mask
 
 
 def test_lps_volume_is_canonical_and_maps_back(tmp_path):

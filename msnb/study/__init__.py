@@ -41,6 +41,7 @@ from pathlib import Path
 import yaml
 
 from msnb.paths import notebooks_dir, outputs_root
+from msnb.study.notebooks import execute_notebook
 
 DATASET_ADAPTERS = {
     # dataset name -> (adapter, sub-folder of a phantom or data root)
@@ -93,7 +94,6 @@ TRAIN_NOTEBOOK = "03_train.ipynb"
 EVAL_NOTEBOOK = "04_evaluate.ipynb"
 STATS_NOTEBOOK = "06_statistics.ipynb"
 AGREEMENT_NOTEBOOK = "05_annotation_agreement.ipynb"
-KERNEL = "msnb"
 
 
 class StudyError(ValueError):
@@ -561,69 +561,17 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     return specs
 
 
-def kernel_config():
-    """Kernel settings for papermill: Unix sockets (ZeroMQ IPC) where the OS has them.
-
-    Over IPC, access to the kernel follows file permissions instead of an open loopback
-    port, and ipykernel no longer prints its "Kernel is running over TCP without
-    encryption" warning once per notebook into the study's output. Each kernel gets its
-    own socket prefix in the temporary folder (concurrent jobs never collide);
-    jupyter_client removes the sockets when the kernel stops. Returns None (papermill's
-    TCP default) elsewhere.
-    """
-    if os.name != "posix":
-        return None
-    from traitlets.config import Config
-
-    prefix = Path(tempfile.gettempdir()) / f"msnb-kernel-{uuid.uuid4().hex[:12]}"
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(prefix)}})
-
-
-@functools.cache
-def kernel_manager_class():
-    """jupyter_client's AsyncKernelManager without the interrupt before a shutdown.
-
-    jupyter_client sends SIGINT before its shutdown request. When a notebook has
-    finished that interrupt has nothing to stop, but it sometimes lands while the kernel
-    handles a message, and ipykernel then prints "ERROR | KeyboardInterrupt caught in
-    kernel." into the study's output (6 times in a 67-job quick study). Interrupts outside
-    a shutdown (a cell timeout) are unchanged; a kernel that ignores the shutdown request
-    is still terminated, then killed.
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    class StudyKernelManager(AsyncKernelManager):
-        async def _async_interrupt_kernel(self) -> None:
-            if self.shutting_down:
-                return
-            await super()._async_interrupt_kernel()
-
-    return StudyKernelManager
-
-
 def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
     """Execute one job with papermill; returns ``{"name", "status", "seconds", "error"}``.
 
     A failed notebook is kept at ``spec.output`` with its error (papermill writes it); the
     record ``job.json`` is written (atomically) only on success.
     """
-    import papermill as pm
+    from msnb.files import atomic_path
 
-    from msnb.io import atomic_path
-
-    spec.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(spec.notebook),
-            str(spec.output),
-            parameters=spec.parameters,
-            kernel_name=KERNEL,
-            progress_bar=progress,
-            cwd=str(spec.notebook.parent),
-            config=kernel_config(),
-            kernel_manager_class=kernel_manager_class(),
-        )
+        execute_notebook(spec.notebook, spec.output, spec.parameters, progress=progress)
     except Exception as exc:  # papermill raises PapermillExecutionError for cell errors
         first = str(exc).strip().splitlines()
         return {
@@ -789,7 +737,7 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
     """
     import pandas as pd
 
-    from msnb.io import atomic_path
+    from msnb.files import atomic_path
 
     frames = []
     cache: dict = {}
@@ -978,7 +926,7 @@ def write_timings(study: Study, timings: dict[str, float], *, jobs: int | None) 
     ``grid`` when jobs ran in parallel), ``results``, ``statistics``, ``agreement-<dataset>``,
     ``report`` and ``total``, in seconds. Jobs skipped because they were done count 0.
     """
-    from msnb.io import atomic_path
+    from msnb.files import atomic_path
 
     path = study.out_dir / "timings.json"
     path.parent.mkdir(parents=True, exist_ok=True)

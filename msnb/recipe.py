@@ -1,0 +1,177 @@
+"""The paper's training recipe: every setting of a training run, its default, and its name.
+
+Recipe (Badea & Popa 2024), every value a :class:`TrainConfig` field: smp UNet++ with a
+resnet18 encoder on axial FLAIR slices after quantile normalization; weighted binary
+cross-entropy on sigmoid outputs with lesion weight 0.8; Adam (lr 1e-3, weight decay 1e-6,
+betas 0.9/0.999); 50 epochs; an 80/20 split *by patient*; the checkpoint with the best
+validation Dice is kept; threshold 0.5.
+
+This module is the one home of the training defaults: :mod:`msnb.train` runs them, study
+files (:mod:`msnb.study`) override them, and the statistics (:mod:`msnb.stats`) call a
+result "default" when it used them. It imports no deep-learning library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+from msnb.device import AUTOCAST_MODES
+
+__all__ = ["ARCHITECTURES", "TrainConfig", "canonical_architecture", "model_id_for"]
+
+ARCHITECTURES = {"unetplusplus": "UnetPlusPlus", "unet": "Unet"}
+_ALIASES = {"unet++": "unetplusplus", "unetpp": "unetplusplus", "unetplusplus": "unetplusplus"}
+
+
+
+def canonical_architecture(name: str) -> str:
+    """``"unetplusplus"`` or ``"unet"`` (accepts ``UNet++``, ``unetpp``, any case)."""
+    key = name.lower().replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from unetplusplus, unet")
+    return key
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (defaults: the paper's recipe).
+
+    Attributes
+    ----------
+    architecture : str, default "unetplusplus"
+        ``"unetplusplus"`` or ``"unet"``.
+    encoder : str, default "resnet18"
+    encoder_weights : str or None, default None
+        None, ``"imagenet"`` (local cache) or a weights file (see :func:`msnb.models.build_model`).
+    size : int, default 224
+        Side S of the slices (a multiple of 32).
+    epochs : int, default 50
+    batch_size : int, default 16
+    lr, weight_decay : float, default 1e-3, 1e-6
+    betas : (float, float), default (0.9, 0.999)
+    pos_weight : float, default 0.8
+        Weight ``w`` of lesion pixels in the loss.
+    threshold : float, default 0.5
+    normalization : str, default "quantile"
+        ``"quantile"``, ``"linear"`` or ``"zscore"``.
+    n_quantiles : int, default 1024
+        Size of the quantile reference, built from the training-split volumes.
+    label : str, default "consensus"
+    val_fraction : float, default 0.2
+        Share of *patients* held out for validation.
+    seed : int, default 0
+    device : str, default "auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"``, ``"cpu"``.
+    channels_last : "auto" or bool, default "auto"
+        ``"auto"``: on for CUDA (no measurable gain on the CPU).
+    autocast : str, default "auto"
+        ``"auto"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"none"``. ``"auto"``: bf16 on a CPU with
+        bf16 support and on CUDA devices that support it; otherwise none.
+    num_threads : int or None, default None
+        CPU threads (None: ``OMP_NUM_THREADS`` when set, else all cores).
+    time_budget_s : float or None, default None
+        Stop training (cleanly, after the current batch, then validate) when exceeded.
+    max_slices_per_epoch : int or None, default None
+        Random subset of training slices per epoch (for quick runs).
+    min_brain_fraction : float, default 0.05
+        Slices kept (see :func:`msnb.slices.brain_slices`).
+    progress : bool, default True
+        tqdm progress bar per epoch.
+    """
+
+    architecture: str = "unetplusplus"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    size: int = 224
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    pos_weight: float = 0.8
+    threshold: float = 0.5
+    normalization: str = "quantile"
+    n_quantiles: int = 1024
+    label: str = "consensus"
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    channels_last: str | bool = "auto"
+    autocast: str = "auto"
+    num_threads: int | None = None
+    time_budget_s: float | None = None
+    max_slices_per_epoch: int | None = None
+    min_brain_fraction: float = 0.05
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.architecture = canonical_architecture(self.architecture)
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.size % 32:
+            raise ValueError(f"size must be a multiple of 32 (encoder depth 5), got {self.size}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if self.autocast not in AUTOCAST_MODES:
+            raise ValueError(f"autocast must be auto, bf16, fp16 or none, got {self.autocast!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a dict, ignoring keys that are not fields (e.g. study bookkeeping)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_parameters(cls, params: dict) -> TrainConfig:
+        """Build from a notebook's parameters (e.g. ``globals()``).
+
+        Unknown names are ignored; for the optional settings (``encoder_weights``,
+        ``time_budget_s``, ``max_slices_per_epoch``, ``num_threads``) an empty string or 0
+        means None, so that notebook parameters can keep a type-evident literal.
+        """
+        optional = {"encoder_weights", "time_budget_s", "max_slices_per_epoch", "num_threads"}
+        values = {
+            k: (None if k in optional and v in ("", 0, 0.0) else v)
+            for k, v in params.items()
+            if k in {f.name for f in fields(cls)}
+        }
+        return cls(**values)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9+_.-]+", "-", str(text)).strip("-").lower()
+
+
+def model_id_for(
+    train_datasets: Sequence[str], settings: dict, defaults: dict | None = None
+) -> str:
+    """Readable, unique id of a training configuration.
+
+    ``<datasets joined by +>__<normalization>__<architecture>-<encoder>__<label>``, followed
+    by ``__<hash>`` of the other settings when they differ from ``defaults`` (e.g. an
+    ablation changing the size), so two configurations never share an id.
+    """
+    base = "__".join(
+        [
+            "+".join(train_datasets),
+            _slug(settings["normalization"]),
+            f"{_slug(settings['architecture'])}-{_slug(settings['encoder'])}",
+            _slug(settings["label"]),
+        ]
+    )
+    shown = {"normalization", "architecture", "encoder", "label"}
+    defaults = defaults or {}
+    others = {
+        k: v for k, v in sorted(settings.items()) if k not in shown and defaults.get(k, v) != v
+    }
+    if others:
+        digest = hashlib.sha1(json.dumps(others, sort_keys=True).encode()).hexdigest()[:8]
+        base += f"__{digest}"
+    return base

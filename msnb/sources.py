@@ -1,0 +1,138 @@
+"""Where a dataset's scans come from: a data root, an explicit adapter + folder, or the phantom.
+
+The one place that turns a dataset *spec* into scans. A spec is what a study file or a
+notebook parameter says about a dataset:
+
+- ``{"adapter": "msseg2016_train", "root": "/data/msseg2016", "options": {}}``: a folder
+  in an adapter's layout;
+- ``{"phantom": "quick", "seed": 0}``: the generated phantom of that preset and seed,
+  generated on first use under ``<outputs>/phantom/<preset>-seed<seed>/`` (one cache key
+  for the study, the notebooks and the tests);
+- nothing: a dataset of :data:`msnb.datasets.DATASETS` under a data root, or under the
+  phantom when there is no data root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from msnb.datasets import DATASETS, Scan, load_scans
+from msnb.paths import outputs_root
+from msnb.phantom import PRESETS, generate_phantom
+
+__all__ = [
+    "dataset_folder",
+    "ensure_phantom",
+    "load_datasets",
+    "phantom_root",
+    "resolve_dataset",
+    "resolve_datasets",
+]
+
+
+def phantom_root(preset: str = "tiny", seed: int = 0) -> Path:
+    """The folder of the generated phantom ``preset`` with ``seed``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown phantom preset {preset!r} (known: {', '.join(PRESETS)})")
+    return outputs_root() / "phantom" / f"{preset}-seed{int(seed)}"
+
+
+def ensure_phantom(preset: str = "tiny", seed: int = 0, *, progress: bool = False) -> Path:
+    """:func:`phantom_root`, generating the phantom there first when it is not complete."""
+    root = phantom_root(preset, seed)
+    if not (root / "phantom.json").exists():
+        generate_phantom(root, preset=preset, seed=seed, progress=progress)
+    return root
+
+
+def _known(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}: give its adapter and root "
+            f"(known names: {', '.join(DATASETS)})"
+        )
+
+
+def resolve_dataset(
+    name: str,
+    spec: Mapping | None = None,
+    *,
+    data_root: str | os.PathLike | None = None,
+    phantom: str = "tiny",
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Resolve one dataset to ``{"adapter", "root", "options"}`` (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The dataset's name.
+    spec : mapping, optional
+        ``{"adapter", "root"[, "options"]}`` or ``{"phantom"[, "seed"]}``; wins over the rest.
+    data_root : path-like, optional
+        Folder holding the datasets' folders (``isbi2015/``, ``msseg2016/``, ``3dmrms/``);
+        ``None`` or ``""``: the phantom.
+    phantom : str, default "tiny"
+        Phantom preset used without ``spec`` and ``data_root``.
+    seed : int, default 0
+        Phantom seed used without ``spec`` and ``data_root``.
+    progress : bool, default False
+        Show the phantom generation's progress bar.
+    """
+    if spec is not None and "phantom" not in spec:
+        out = dict(spec)
+        out["options"] = dict(out.get("options") or {})
+        return out
+    _known(name)
+    info = DATASETS[name]
+    if spec is not None:
+        root = ensure_phantom(spec["phantom"], spec.get("seed", 0), progress=progress)
+    elif data_root not in (None, ""):
+        root = Path(data_root).expanduser()
+    else:
+        root = ensure_phantom(phantom, seed, progress=progress)
+    return {"adapter": info.adapter, "root": str(root / info.folder), "options": {}}
+
+
+def resolve_datasets(
+    names: Sequence[str],
+    data_root: str | os.PathLike | None = None,
+    *,
+    specs: Mapping[str, Mapping] | None = None,
+    phantom: str = "tiny",
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """:func:`resolve_dataset` for each name: ``{name: {"adapter", "root", "options"}}``."""
+    specs = specs or {}
+    return {
+        name: resolve_dataset(
+            name,
+            specs.get(name),
+            data_root=data_root,
+            phantom=phantom,
+            seed=seed,
+            progress=progress,
+        )
+        for name in names
+    }
+
+
+def dataset_folder(
+    name: str, data_root: str | os.PathLike | None = "", *, phantom: str = "tiny", seed: int = 0
+) -> Path:
+    """The folder of dataset ``name``: ``data_root`` itself when given, else the phantom's."""
+    if data_root not in (None, ""):
+        return Path(data_root).expanduser()
+    return Path(resolve_dataset(name, phantom=phantom, seed=seed)["root"])
+
+
+def load_datasets(specs: Mapping[str, Mapping]) -> list[Scan]:
+    """All scans of resolved datasets (see :func:`resolve_datasets`), in order."""
+    scans: list[Scan] = []
+    for spec in specs.values():
+        scans.extend(load_scans(spec["adapter"], spec["root"], **(spec.get("options") or {})))
+    return scans
