@@ -21,20 +21,34 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from msnb.bundle import save_bundle
 from msnb.datasets import Scan
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups, seed_everything
 from msnb.models import build_model, weighted_bce_with_logits
+from msnb.masks import lesion_slices
 from msnb.nifti import load_image
 from msnb.normalize import build_reference, get_normalizer
 from msnb.paths import cache_root
 from msnb.predict import infer_slices
-from msnb.recipe import TrainConfig, model_id_for
+from msnb.recipe import TrainConfig
 from msnb.preprocess import load_brain
 from msnb.slices import build_slice_store, split_by_patient
 from msnb.sources import load_datasets, resolve_datasets
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "build_normalizer",
+    "data_summary",
+    "ensure_demo_bundle",
+    "evaluate_slices",
+    "train_model",
+    "validation_examples",
+    "write_bundle",
+]
 
 
 # --------------------------------------------------------------------------- loop
@@ -98,8 +112,6 @@ def build_normalizer(scans: Sequence[Scan], config: TrainConfig, *, progress: bo
     """The normalizer of a training run; a quantile reference from ``scans``' volumes."""
     if config.normalization.lower() != "quantile":
         return get_normalizer(config.normalization)
-    from tqdm.auto import tqdm
-
 
     def pairs():
         for s in tqdm(scans, desc="quantile reference", disable=not progress):
@@ -160,6 +172,139 @@ def evaluate_slices(
     return loss_sum / len(indices), dice
 
 
+@dataclass
+class _Data:
+    """The slices of a training run, split by patient."""
+
+    store: object
+    normalizer: object
+    train_patients: list[str]
+    val_patients: list[str]
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+def _prepare_data(scans: list[Scan], config: TrainConfig, cache_dir) -> _Data:
+    """Split patients, build the normalizer from the training split, slice every scan."""
+    patients = sorted({s.patient_key for s in scans})
+    train_p, val_p = split_by_patient(patients, val_fraction=config.val_fraction, seed=config.seed)
+    train_scans = [s for s in scans if s.patient_key in set(train_p)]
+    normalizer = build_normalizer(train_scans, config, progress=config.progress)
+    store = build_slice_store(
+        scans,
+        label=config.label,
+        size=config.size,
+        normalizer=normalizer,
+        cache_dir=cache_dir,
+        min_brain_fraction=config.min_brain_fraction,
+        progress=config.progress,
+    )
+    train_idx = store.indices_for(train_p)
+    if train_idx.size == 0:
+        raise ValueError("no training slices (empty brain masks?)")
+    return _Data(store, normalizer, list(train_p), list(val_p), train_idx, store.indices_for(val_p))
+
+
+@dataclass
+class _Run:
+    """What one epoch needs besides the data: the model, its optimizer and the device."""
+
+    model: object
+    optimizer: object
+    config: TrainConfig
+    device: str
+    channels_last: bool
+    autocast: str
+    deadline: float | None  # perf_counter() value past which training stops (time budget)
+
+
+def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float, int, bool]:
+    """One pass over ``order``; returns (mean loss, slices seen, stopped by the budget)."""
+    cfg = run.config
+    run.model.train()
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(
+        list(_batches(order, cfg.batch_size)),
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        disable=not cfg.progress,
+        leave=False,
+    )
+    stopped = False
+    for b in bar:
+        x, y = _load_batch(store, b, run.device, run.channels_last)
+        with autocast_context(run.device, run.autocast):
+            logits = run.model(x)
+        loss = weighted_bce_with_logits(logits, y, pos_weight=cfg.pos_weight)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += float(loss.detach()) * len(b)
+        seen += len(b)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        if run.deadline is not None and time.perf_counter() >= run.deadline:
+            stopped = True
+            break
+    bar.close()
+    return loss_sum / max(seen, 1), seen, stopped
+
+
+def _is_better(best: dict, val_dice: float, val_loss: float) -> bool:
+    """Best validation Dice wins; on a tie, the lower (or equal) validation loss."""
+    score = -math.inf if math.isnan(val_dice) else val_dice
+    tie_better = score == best["dice"] and (math.isnan(val_loss) or val_loss <= best["loss"])
+    return best["state"] is None or score > best["dice"] or tie_better
+
+
+def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], dict, bool]:
+    """The epochs: returns (history rows, best checkpoint, stopped by the budget)."""
+    cfg = run.config
+    history: list[dict] = []
+    best = {"dice": -math.inf, "loss": math.inf, "epoch": 0, "state": None}
+    stopped = False
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(data.train_idx)
+        if cfg.max_slices_per_epoch:
+            order = order[: cfg.max_slices_per_epoch]
+        train_loss, seen, stopped = _train_epoch(run, data.store, order, epoch)
+        val_loss, val_dice = evaluate_slices(
+            run.model,
+            data.store,
+            data.val_idx,
+            config=cfg,
+            device=run.device,
+            channels_last=run.channels_last,
+            autocast=run.autocast,
+        )
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_dice": val_dice,
+                "slices": seen,
+                "seconds": time.perf_counter() - t0,
+                "partial": stopped and seen < len(order),
+            }
+        )
+        if cfg.progress:
+            print(
+                f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                f"val Dice {val_dice:.4f}"
+            )
+        if _is_better(best, val_dice, val_loss):
+            state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+            best.update(
+                dice=-math.inf if math.isnan(val_dice) else val_dice,
+                loss=math.inf if math.isnan(val_loss) else val_loss,
+                epoch=epoch,
+                state=copy.deepcopy(state),
+            )
+        if stopped:
+            break
+    return history, best, stopped
+
+
 def train_model(
     scans: Sequence[Scan],
     config: TrainConfig | None = None,
@@ -192,8 +337,6 @@ def train_model(
     TrainResult
     """
     import torch
-    from tqdm.auto import tqdm
-
 
     config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
     scans = list(scans)
@@ -209,24 +352,7 @@ def train_model(
         device, channels_last=config.channels_last, autocast=config.autocast
     )
     seed_everything(config.seed)
-
-    patients = sorted({s.patient_key for s in scans})
-    train_p, val_p = split_by_patient(patients, val_fraction=config.val_fraction, seed=config.seed)
-    train_scans = [s for s in scans if s.patient_key in set(train_p)]
-    normalizer = build_normalizer(train_scans, config, progress=config.progress)
-    store = build_slice_store(
-        scans,
-        label=config.label,
-        size=config.size,
-        normalizer=normalizer,
-        cache_dir=cache_dir,
-        min_brain_fraction=config.min_brain_fraction,
-        progress=config.progress,
-    )
-    train_idx = store.indices_for(train_p)
-    val_idx = store.indices_for(val_p)
-    if train_idx.size == 0:
-        raise ValueError("no training slices (empty brain masks?)")
+    data = _prepare_data(scans, config, cache_dir)
 
     seed_everything(config.seed)
     model = build_model(config.architecture, config.encoder, encoder_weights=config.encoder_weights)
@@ -236,92 +362,23 @@ def train_model(
     opt = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
-    rng = np.random.default_rng(config.seed)
-    history: list[dict] = []
-    best = {"dice": -math.inf, "loss": math.inf, "epoch": 0, "state": None}
-    stopped = False
-    loop_start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        order = rng.permutation(train_idx)
-        if config.max_slices_per_epoch:
-            order = order[: config.max_slices_per_epoch]
-        model.train()
-        loss_sum, seen = 0.0, 0
-        bar = tqdm(
-            list(_batches(order, config.batch_size)),
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-        )
-        for b in bar:
-            x, y = _load_batch(store, b, device, channels_last)
-            with autocast_context(device, autocast):
-                logits = model(x)
-            loss = weighted_bce_with_logits(logits, y, pos_weight=config.pos_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(b)
-            seen += len(b)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            if (
-                config.time_budget_s is not None
-                and time.perf_counter() - loop_start >= config.time_budget_s
-            ):
-                stopped = True
-                break
-        bar.close()
-        val_loss, val_dice = evaluate_slices(
-            model,
-            store,
-            val_idx,
-            config=config,
-            device=device,
-            channels_last=channels_last,
-            autocast=autocast,
-        )
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(seen, 1),
-                "val_loss": val_loss,
-                "val_dice": val_dice,
-                "slices": seen,
-                "seconds": time.perf_counter() - t0,
-                "partial": stopped and seen < len(order),
-            }
-        )
-        if config.progress:
-            print(
-                f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, val loss {val_loss:.4f}, "
-                f"val Dice {val_dice:.4f}"
-            )
-        score = -math.inf if math.isnan(val_dice) else val_dice
-        tie_better = score == best["dice"] and (math.isnan(val_loss) or val_loss <= best["loss"])
-        if best["state"] is None or score > best["dice"] or tie_better:
-            best.update(
-                dice=score,
-                loss=math.inf if math.isnan(val_loss) else val_loss,
-                epoch=epoch,
-                state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
-            )
-        if stopped:
-            break
+    budget = config.time_budget_s
+    run = _Run(model, opt, config, device, channels_last, autocast, None)
+    run.deadline = None if budget is None else time.perf_counter() + budget
+    history, best, stopped = _fit(run, data, np.random.default_rng(config.seed))
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     model.load_state_dict(best["state"])
     model.eval()
-    hist = pd.DataFrame(history)
     result = TrainResult(
         model=model,
-        history=hist,
+        history=pd.DataFrame(history),
         best_epoch=int(best["epoch"]),
         best_val_dice=float(best["dice"]) if best["dice"] != -math.inf else math.nan,
         stopped_by_budget=stopped,
-        train_patients=list(train_p),
-        val_patients=list(val_p),
-        normalizer=normalizer,
-        store=store,
+        train_patients=data.train_patients,
+        val_patients=data.val_patients,
+        normalizer=data.normalizer,
+        store=data.store,
         config=config,
         seconds=time.perf_counter() - start,
         speedups={"device": device, "channels_last": channels_last, "autocast": autocast},
@@ -398,7 +455,7 @@ def validation_examples(result: TrainResult, *, n: int = 4, batch_size: int = 16
     if idx.size == 0:
         idx = store.indices_for(result.train_patients)
     load = store.manifest.lesion_voxels.to_numpy()[idx]
-    pick = np.sort(idx[np.argsort(-load, kind="stable")[:n]])
+    pick = np.sort(idx[lesion_slices(load, n=n, axis=0)])
     images = np.asarray(store.images[pick])
     truths = np.asarray(store.masks[pick]).astype(bool)
     probs = infer_slices(result.model, np.moveaxis(images, 0, 2), batch_size=batch_size)

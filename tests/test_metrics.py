@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from msnb.masks import dice_iou, f1_score
 from msnb.metrics import (
     compute_metrics,
     detected_lesions,
-    dice_iou,
-    f1_score,
     label_lesions,
     lesion_table,
     min_lesion_voxels,

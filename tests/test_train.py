@@ -18,7 +18,8 @@ from msnb.models import (
     weighted_bce_with_logits,
 )
 from msnb.normalize import build_reference, get_normalizer
-from msnb.train import TrainConfig, data_summary, resolve_datasets, resolve_speedups, train_model
+from msnb.device import resolve_speedups
+from msnb.train import TrainConfig, data_summary, train_model
 
 TINY = dict(size=32, epochs=1, batch_size=4, max_slices_per_epoch=8, progress=False, num_threads=2)
 
@@ -69,20 +70,11 @@ def test_config_validation_and_speedups():
         TrainConfig(size=100)
     cfg = TrainConfig.from_dict({"size": 64, "model_id": "ignored", "architecture": "unet++"})
     assert cfg.size == 64 and cfg.architecture == "unetplusplus"
-    cl, ac = resolve_speedups(TrainConfig(autocast="none", channels_last=True), "cpu")
+    cl, ac = resolve_speedups("cpu", autocast="none", channels_last=True)
     assert cl is True and ac == "none"
-    assert resolve_speedups(TrainConfig(), "mps") == (False, "none")
-
-
-def test_resolve_datasets(tmp_path):
-    specs = resolve_datasets(["3dmrms", "msseg2016_test"], tmp_path)
-    assert specs["3dmrms"] == {"adapter": "3dmrms", "root": str(tmp_path / "3dmrms"), "options": {}}
-    assert specs["msseg2016_test"]["adapter"] == "msseg2016_test"
-    assert specs["msseg2016_test"]["root"].endswith("msseg2016")
-    own = resolve_datasets(["mine"], specs={"mine": {"adapter": "folder", "root": "/x"}})
-    assert own["mine"]["adapter"] == "folder"
-    with pytest.raises(ValueError, match="unknown dataset"):
-        resolve_datasets(["nope"], tmp_path)
+    assert resolve_speedups("mps") == (False, "none")
+    with pytest.raises(ValueError, match="autocast"):
+        resolve_speedups("cpu", autocast="fp8")
 
 
 def _weights(model):
