@@ -29,6 +29,14 @@ from msnb.files import atomic_path, to_jsonable
 from msnb.models import build_model
 from msnb.normalize import get_normalizer
 
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "library_versions",
+    "load_bundle",
+    "save_bundle",
+]
+
 BUNDLE_FORMAT = 1
 
 

@@ -10,6 +10,11 @@ import argparse
 import importlib
 import sys
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
 # Modules that contribute subcommands (imported lazily, so `msnb scans` does not import torch).
 _COMMAND_MODULES = {
     "scans": "msnb.datasets",

@@ -46,6 +46,26 @@ from scipy import ndimage
 
 from msnb.masks import dice_iou, f1_score
 
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "GAMMA",
+    "ID_COLUMNS",
+    "METRIC_COLUMNS",
+    "MIN_LESION_VOLUME_MM3",
+    "RESULT_COLUMNS",
+    "STATUSES",
+    "ScanMetrics",
+    "compute_metrics",
+    "detected_lesions",
+    "label_lesions",
+    "lesion_table",
+    "min_lesion_voxels",
+    "overlap_table",
+    "scan_status",
+    "summarize",
+]
+
 ALPHA = 0.10  # minimal covered fraction of a lesion
 BETA = 0.70  # maximal fraction of an overlapping component outside the other mask's lesions
 GAMMA = 0.65  # share of the overlap that the tested components must account for

@@ -17,6 +17,14 @@ from torch import nn
 
 from msnb.recipe import ARCHITECTURES, canonical_architecture
 
+__all__ = [
+    "WeightsUnavailableError",
+    "build_model",
+    "count_parameters",
+    "weighted_bce_with_logits",
+]
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained encoder weights were asked for but are not available offline."""
 

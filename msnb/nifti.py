@@ -20,6 +20,19 @@ from nibabel import orientations as ornt
 
 from msnb.files import atomic_path
 
+__all__ = [
+    "AFFINE_ATOL_MM",
+    "CANONICAL_AXCODES",
+    "NiftiError",
+    "Volume",
+    "canonicalize",
+    "load_image",
+    "load_mask",
+    "save_image",
+    "save_mask",
+    "save_nifti",
+]
+
 CANONICAL_AXCODES = ("R", "A", "S")
 AFFINE_ATOL_MM = 1e-3  # tolerance when comparing a mask's affine with its image's
 

@@ -1,6 +1,6 @@
 """Intensity normalization of FLAIR volumes: quantile (the paper's), linear min-max, z-score.
 
-All normalizers follow :class:`msnb.slices.Normalizer`: ``normalizer(image, brain)`` returns a
+All normalizers follow :class:`Normalizer`: ``normalizer(image, brain)`` returns a
 float32 volume of the same shape that is 0 outside the brain, and ``normalizer.key`` is a
 stable string (it names slice-store caches and model bundles).
 
@@ -21,11 +21,57 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from msnb.nifti import load_image
+from msnb.preprocess import load_brain
+
+__all__ = [
+    "IDENTITY",
+    "IdentityNormalizer",
+    "LinearNormalizer",
+    "NORMALIZATIONS",
+    "N_QUANTILES",
+    "NormalizationComparison",
+    "Normalizer",
+    "QuantileNormalizer",
+    "ZScoreNormalizer",
+    "average_ranks",
+    "build_reference",
+    "compare_normalizations",
+    "distribution_distance",
+    "get_normalizer",
+    "quantile_function",
+    "reference_key",
+]
 
 N_QUANTILES = 1024
 NORMALIZATIONS = ("quantile", "linear", "zscore", "identity")
+
+
+class Normalizer(Protocol):
+    """Maps a canonical FLAIR volume to normalized intensities (0 outside the brain)."""
+
+    key: str
+
+    def __call__(self, image: np.ndarray, brain: np.ndarray) -> np.ndarray: ...
+
+
+class IdentityNormalizer:
+    """Keeps the stored intensities inside the brain (0 outside): no normalization."""
+
+    name = "identity"
+    key = "identity"
+
+    def __call__(self, image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        return np.where(brain, image, 0).astype(np.float32)
+
+
+IDENTITY: Normalizer = IdentityNormalizer()
 
 
 def _brain_values(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -241,8 +287,6 @@ def get_normalizer(name: str, reference: np.ndarray | None = None):
     if name == "zscore":
         return ZScoreNormalizer()
     if name == "identity":
-        from msnb.slices import IDENTITY
-
         return IDENTITY
     raise ValueError(f"unknown normalization {name!r}; choose from {', '.join(NORMALIZATIONS)}")
 
@@ -317,8 +361,6 @@ class NormalizationComparison:
         """
         import itertools
 
-        import pandas as pd
-
         rows = []
         for m in self.methods:
             pooled = np.concatenate([self.samples[(m, c)] for c in self.centers])
@@ -357,12 +399,6 @@ def compare_normalizations(
         Height of the shown axial slice within the brain's z extent.
     seed : int, default 0
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from msnb.nifti import load_image
-    from msnb.preprocess import load_brain
-
     chosen, count = [], {}
     for s in scans:
         key = (s.dataset, s.center)

@@ -12,6 +12,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "REPO_ROOT",
+    "cache_root",
+    "data_root",
+    "notebooks_dir",
+    "outputs_root",
+    "parameters_dir",
+]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -29,6 +29,15 @@ from msnb.nifti import NiftiError, Volume, load_image, load_mask, save_image, sa
 from msnb.preprocess import compute_brain_mask, load_brain
 from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
+__all__ = [
+    "Prediction",
+    "evaluate_scans",
+    "infer_slices",
+    "predict_scan",
+    "predict_volume",
+    "segment_file",
+]
+
 
 @dataclass
 class Prediction:

@@ -8,6 +8,13 @@ from scipy import ndimage
 from msnb.datasets import Scan
 from msnb.nifti import NiftiError, Volume, load_mask
 
+__all__ = [
+    "SKULL_STRIPPED_BACKGROUND",
+    "compute_brain_mask",
+    "load_brain",
+    "n4_correct",
+]
+
 SKULL_STRIPPED_BACKGROUND = 0.2  # fraction of exactly-zero voxels that marks a skull-stripped image
 
 

@@ -27,7 +27,6 @@ ARCHITECTURES = {"unetplusplus": "UnetPlusPlus", "unet": "Unet"}
 _ALIASES = {"unet++": "unetplusplus", "unetpp": "unetplusplus", "unetplusplus": "unetplusplus"}
 
 
-
 def canonical_architecture(name: str) -> str:
     """``"unetplusplus"`` or ``"unet"`` (accepts ``UNet++``, ``unetpp``, any case)."""
     key = name.lower().replace(" ", "")

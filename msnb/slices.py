@@ -22,7 +22,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,28 +31,27 @@ from msnb import __version__
 from msnb.datasets import Scan, load_label
 from msnb.files import atomic_path
 from msnb.nifti import load_image
+from msnb.normalize import IDENTITY, Normalizer
 from msnb.paths import cache_root
 from msnb.preprocess import load_brain
 
+__all__ = [
+    "Geometry",
+    "PreparedScan",
+    "STORE_FORMAT",
+    "SliceDataset",
+    "SliceStore",
+    "brain_slices",
+    "build_slice_store",
+    "compute_geometry",
+    "from_model_plane",
+    "prepare_scan",
+    "split_by_patient",
+    "store_key",
+    "to_model_plane",
+]
+
 STORE_FORMAT = 1  # bump when the store's layout or slicing changes
-
-
-class Normalizer(Protocol):
-    """Maps a canonical FLAIR volume to normalized intensities (0 outside the brain)."""
-
-    key: str
-
-    def __call__(self, image: np.ndarray, brain: np.ndarray) -> np.ndarray: ...
-
-
-class _Identity:
-    key = "identity"
-
-    def __call__(self, image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-        return np.where(brain, image, 0).astype(np.float32)
-
-
-IDENTITY: Normalizer = _Identity()
 
 
 @dataclass(frozen=True)

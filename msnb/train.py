@@ -27,14 +27,14 @@ from msnb.bundle import save_bundle
 from msnb.datasets import Scan
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups, seed_everything
-from msnb.models import build_model, weighted_bce_with_logits
 from msnb.masks import lesion_slices
+from msnb.models import build_model, weighted_bce_with_logits
 from msnb.nifti import load_image
 from msnb.normalize import build_reference, get_normalizer
 from msnb.paths import cache_root
 from msnb.predict import infer_slices
-from msnb.recipe import TrainConfig
 from msnb.preprocess import load_brain
+from msnb.recipe import TrainConfig
 from msnb.slices import build_slice_store, split_by_patient
 from msnb.sources import load_datasets, resolve_datasets
 
@@ -150,7 +150,6 @@ def evaluate_slices(
 ) -> tuple[float, float]:
     """Mean loss and pooled Dice of ``model`` on store rows ``indices``."""
     import torch
-
 
     if len(indices) == 0:
         return math.nan, math.nan

@@ -10,7 +10,6 @@ import pytest
 from conftest import SHAPE, affine_lps, affine_ras, write
 
 from msnb.files import atomic_path
-
 from msnb.nifti import NiftiError, load_image, load_mask, save_image, save_mask
 
 

@@ -11,6 +11,7 @@ import torch
 
 from msnb.bundle import load_bundle, save_bundle
 from msnb.datasets import load_3dmrms
+from msnb.device import resolve_speedups
 from msnb.models import (
     WeightsUnavailableError,
     build_model,
@@ -18,7 +19,6 @@ from msnb.models import (
     weighted_bce_with_logits,
 )
 from msnb.normalize import build_reference, get_normalizer
-from msnb.device import resolve_speedups
 from msnb.train import TrainConfig, data_summary, train_model
 
 TINY = dict(size=32, epochs=1, batch_size=4, max_slices_per_epoch=8, progress=False, num_threads=2)
