@@ -19,7 +19,8 @@ from pathlib import Path
 
 from msnb.metrics import summarize
 from msnb.predict import evaluate_scans
-from msnb.train import TrainConfig, load_datasets, resolve_datasets, train_model
+from msnb.sources import load_datasets, resolve_datasets
+from msnb.train import TrainConfig, train_model
 
 
 def main() -> None:

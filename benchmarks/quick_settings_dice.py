@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from msnb.datasets import CONSENSUS_FALLBACK
 from msnb.predict import evaluate_scans
-from msnb.study import CONSENSUS_FALLBACK
-from msnb.train import TrainConfig, load_datasets, resolve_datasets, train_model
+from msnb.sources import load_datasets, resolve_datasets
+from msnb.train import TrainConfig, train_model
 
 DATASETS = ["isbi2015", "msseg2016_train", "msseg2016_test", "3dmrms"]
 
