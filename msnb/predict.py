@@ -23,6 +23,7 @@ from msnb.bundle import Bundle, load_bundle
 from msnb.datasets import load_label
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups
+from msnb.docs import fill_doc
 from msnb.files import atomic_path
 from msnb.metrics import RESULT_COLUMNS, compute_metrics, lesion_table
 from msnb.nifti import NiftiError, Volume, load_image, load_mask, save_image, save_mask
@@ -76,6 +77,7 @@ def _as_bundle(bundle: Bundle | str | os.PathLike) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
+@fill_doc
 def infer_slices(
     model,
     planes: np.ndarray,
@@ -89,8 +91,15 @@ def infer_slices(
 
     Parameters
     ----------
+    model : torch.nn.Module
     planes : np.ndarray, shape (S, S, Z)
         Normalized slices in the model plane.
+    %(batch_size)s
+    device : str, default "cpu"
+        A concrete device (see :func:`msnb.device.pick_device`).
+    channels_last : bool, default True
+        Use the channels-last memory format (``"auto"``: on CUDA only).
+    %(autocast)s
 
     Returns
     -------
@@ -118,6 +127,7 @@ def infer_slices(
     return out
 
 
+@fill_doc
 def predict_volume(
     flair: Volume,
     bundle: Bundle | str | os.PathLike,
@@ -133,14 +143,13 @@ def predict_volume(
     ----------
     flair : Volume
         From :func:`msnb.nifti.load_image` (canonical data).
-    bundle : Bundle or path
+    %(bundle)s
     brain : np.ndarray of bool, shape ``flair.shape``, optional
         Canonical brain mask; computed with :func:`msnb.preprocess.compute_brain_mask` when
         missing.
-    batch_size : int, default 16
-    device : str, default "auto"
-    autocast : str, default "auto"
-        ``"none"`` for float32 inference (see :class:`msnb.train.TrainConfig`).
+    %(batch_size)s
+    %(device)s
+    %(autocast)s
 
     Returns
     -------
@@ -195,6 +204,7 @@ def predict_scan(scan, bundle: Bundle | str | os.PathLike, **options) -> Predict
     return predict_volume(flair, bundle, brain=load_brain(scan, flair), **options)
 
 
+@fill_doc
 def evaluate_scans(
     bundle: Bundle | str | os.PathLike,
     scans: Sequence,
@@ -209,7 +219,7 @@ def evaluate_scans(
 
     Parameters
     ----------
-    bundle : Bundle or path
+    %(bundle)s
     scans : sequence of Scan
     test_dataset : str, optional
         Name in the ``test_dataset`` column (default: each scan's ``dataset``).
@@ -272,6 +282,7 @@ def _output_stem(path: Path) -> str:
     return path.stem
 
 
+@fill_doc
 def segment_file(
     flair_path: str | os.PathLike,
     bundle: Bundle | str | os.PathLike,
@@ -287,6 +298,20 @@ def segment_file(
     Writes ``<stem>_lesions.nii.gz`` (uint8, the input's shape, affine and header),
     ``<stem>_lesions.csv`` (id, voxels, ml, centroid x/y/z in world mm) and, with
     ``probabilities``, ``<stem>_probability.nii.gz`` (float32).
+
+    Parameters
+    ----------
+    flair_path : path-like
+        The FLAIR NIfTI file.
+    %(bundle)s
+    out_dir : path-like
+        Created if missing.
+    brain_mask : path-like, optional
+        A brain mask on the FLAIR's grid; computed when missing.
+    probabilities : bool, default False
+        Also write the probability map.
+    %(batch_size)s
+    %(device)s
 
     Returns
     -------

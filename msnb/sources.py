@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from msnb.datasets import DATASETS, Scan, load_scans
+from msnb.docs import fill_doc
 from msnb.paths import outputs_root
 from msnb.phantom import PRESETS, generate_phantom
 
@@ -39,8 +40,17 @@ def phantom_root(preset: str = "tiny", seed: int = 0) -> Path:
     return outputs_root() / "phantom" / f"{preset}-seed{int(seed)}"
 
 
+@fill_doc
 def ensure_phantom(preset: str = "tiny", seed: int = 0, *, progress: bool = False) -> Path:
-    """:func:`phantom_root`, generating the phantom there first when it is not complete."""
+    """:func:`phantom_root`, generating the phantom there first when it is not complete.
+
+    Parameters
+    ----------
+    preset : str, default "tiny"
+        ``"tiny"``, ``"quick"`` or ``"standard"``.
+    %(phantom_seed)s
+    %(progress)s
+    """
     root = phantom_root(preset, seed)
     if not (root / "phantom.json").exists():
         generate_phantom(root, preset=preset, seed=seed, progress=progress)
@@ -55,6 +65,7 @@ def _known(name: str) -> None:
         )
 
 
+@fill_doc
 def resolve_dataset(
     name: str,
     spec: Mapping | None = None,
@@ -72,15 +83,10 @@ def resolve_dataset(
         The dataset's name.
     spec : mapping, optional
         ``{"adapter", "root"[, "options"]}`` or ``{"phantom"[, "seed"]}``; wins over the rest.
-    data_root : path-like, optional
-        Folder holding the datasets' folders (``isbi2015/``, ``msseg2016/``, ``3dmrms/``);
-        ``None`` or ``""``: the phantom.
-    phantom : str, default "tiny"
-        Phantom preset used without ``spec`` and ``data_root``.
-    seed : int, default 0
-        Phantom seed used without ``spec`` and ``data_root``.
-    progress : bool, default False
-        Show the phantom generation's progress bar.
+    %(data_root)s
+    %(phantom)s
+    %(phantom_seed)s
+    %(progress)s
     """
     if spec is not None and "phantom" not in spec:
         out = dict(spec)
@@ -97,6 +103,7 @@ def resolve_dataset(
     return {"adapter": info.adapter, "root": str(root / info.folder), "options": {}}
 
 
+@fill_doc
 def resolve_datasets(
     names: Sequence[str],
     data_root: str | os.PathLike | None = None,
@@ -106,7 +113,19 @@ def resolve_datasets(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, dict]:
-    """:func:`resolve_dataset` for each name: ``{name: {"adapter", "root", "options"}}``."""
+    """:func:`resolve_dataset` for each name: ``{name: {"adapter", "root", "options"}}``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Dataset names: those of :data:`msnb.datasets.DATASETS`, or any name in ``specs``.
+    %(data_root)s
+    specs : mapping of str to mapping, optional
+        Explicit specs by name (see :func:`resolve_dataset`); they win.
+    %(phantom)s
+    %(phantom_seed)s
+    %(progress)s
+    """
     specs = specs or {}
     return {
         name: resolve_dataset(
@@ -121,10 +140,21 @@ def resolve_datasets(
     }
 
 
+@fill_doc
 def dataset_folder(
     name: str, data_root: str | os.PathLike | None = "", *, phantom: str = "tiny", seed: int = 0
 ) -> Path:
-    """The folder of dataset ``name``: ``data_root`` itself when given, else the phantom's."""
+    """The folder of dataset ``name``: ``data_root`` itself when given, else the phantom's.
+
+    Parameters
+    ----------
+    name : str
+        A dataset of :data:`msnb.datasets.DATASETS`.
+    data_root : path-like, optional
+        The dataset's own folder; ``None`` or ``""``: its folder in the phantom.
+    %(phantom)s
+    %(phantom_seed)s
+    """
     if data_root not in (None, ""):
         return Path(data_root).expanduser()
     return Path(resolve_dataset(name, phantom=phantom, seed=seed)["root"])

@@ -98,7 +98,9 @@ def test_dice_iou_f1_and_consensus():
     assert majority.sum() == 16 + 16 - 0  # slices 0 (a, c) and 1 (a, b)
     assert np.array_equal(majority[:2].all(axis=(1, 2)), [True, True])
     staple = masks.combine_masks(raters, method="staple")
-    assert staple.dtype == bool and not (staple & ~masks.combine_masks(raters, method="union")).any()
+    assert (
+        staple.dtype == bool and not (staple & ~masks.combine_masks(raters, method="union")).any()
+    )
     assert np.array_equal(masks.combine_masks([a, a, a], method="staple"), a)
     assert not masks.combine_masks([c & ~c] * 3, method="staple").any()
     with pytest.raises(ValueError, match="unknown consensus method"):
@@ -114,3 +116,29 @@ def test_lesion_slices_most_first_ties_by_index():
     assert masks.most_lesion_slice(m) == 3
     assert masks.most_lesion_slice(m, axis=0) == 0
     assert masks.lesion_slices(np.array([0, 2, 2, 5]), n=2, axis=0).tolist() == [3, 1]
+
+
+def test_fill_doc_indents_shared_text_and_fails_on_unknown_names():
+    from msnb import predict, sources
+    from msnb.docs import docdict, fill_doc
+
+    def f():
+        """Do.
+
+        Parameters
+        ----------
+        %(device)s
+        """
+
+    assert fill_doc(f).__doc__.splitlines()[4] == "        " + docdict["device"].splitlines()[0]
+    assert (
+        "%(" not in predict.predict_volume.__doc__ and "%(" not in sources.resolve_datasets.__doc__
+    )
+    assert docdict["autocast"].splitlines()[1].strip() in predict.infer_slices.__doc__
+
+    def g():
+        """%(nope)s"""
+
+    g.__doc__ = "x\n    %(nope)s\n"
+    with pytest.raises(KeyError):
+        fill_doc(g)
