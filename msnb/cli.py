@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from msnb import __version__
+
 __all__ = [
     "build_parser",
     "main",
@@ -20,7 +22,7 @@ _COMMAND_MODULES = {
     "scans": "msnb.datasets",
     "phantom": "msnb.phantom",
     "segment": "msnb.predict",
-    "study": "msnb.study",
+    "study": "msnb.study.cli",
 }
 
 
@@ -28,8 +30,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msnb", description="MS lesion segmentation generalization study toolkit"
     )
-    from msnb import __version__
-
     parser.add_argument("--version", action="version", version=f"msnb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _COMMAND_MODULES.items():
