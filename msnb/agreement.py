@@ -12,12 +12,20 @@ The cost for a model is read from a study's results table: the models trained on
 another rater or their union (the paper's Table 5, :func:`msnb.stats.compute_label_table`).
 
 Lesion-wise agreement uses the MSSEG-2016 detection rule of :func:`msnb.metrics.compute_metrics`
-(``lesion_rule="msseg"``, the default when that module is importable) with the first mask as
-reference. A minimal rule is kept here as a fallback and option (``lesion_rule="simple"``):
-lesions are 3D connected components (26-connectivity) of at least ``min_lesion_mm3``; a lesion
-of one mask counts as found when at least ``min_overlap`` of its voxels are marked in the other.
+(``lesion_rule="msseg"``, which the default ``"auto"`` means) with the first mask as
+reference. A minimal rule is
+kept as an option (``lesion_rule="simple"``) because its definition differs from MSSEG-2016's:
+lesions are 3D connected components with 26-connectivity (not 6) of *at least*
+``min_lesion_mm3`` (MSSEG-2016 drops components of that volume or less), and a lesion of one
+mask counts as found when at least ``min_overlap`` of its voxels are marked in the other mask
+as drawn (its small specks included), with no limit on how much of the other mask lies
+outside it (MSSEG-2016's ``beta``/``gamma`` conditions). Both rules label lesions with
+:func:`msnb.metrics.label_lesions` and count overlaps with :func:`msnb.metrics.overlap_table`.
 Either way sensitivity is over the first mask's lesions, PPV over the second's, and F1 their
-harmonic mean, so swapping the masks swaps sensitivity and PPV.
+harmonic mean (:func:`msnb.masks.f1_score`), so swapping the masks swaps sensitivity and PPV.
+
+Voxel-wise agreement is :func:`msnb.masks.dice`; consensus builders are
+:func:`msnb.masks.combine_masks`.
 
 Empty masks are recorded as such: Dice of two empty masks and F1 without lesions are NaN.
 """
@@ -25,68 +33,85 @@ Empty masks are recorded as such: Dice of two empty masks and F1 without lesions
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from msnb import stats
 from msnb.datasets import Scan
+from msnb.files import write_text
+from msnb.masks import CONSENSUS_METHODS, combine_masks, dice, f1_score
+from msnb.metrics import compute_metrics, label_lesions, overlap_table
+from msnb.nifti import load_mask
+from msnb.records import record_metrics
 
-CONSENSUS_METHODS = ("union", "majority", "staple")
+__all__ = [
+    "KINDS",
+    "LESION_RULES",
+    "RECORDED_TABLES",
+    "SCAN_INFO",
+    "TRUTH_PATTERNS",
+    "compare_consensus_builders",
+    "compute_agreement_matrix",
+    "compute_label_cost",
+    "compute_lesion_agreement",
+    "compute_rater_agreement",
+    "find_truth",
+    "plot_agreement_matrix",
+    "summarize_agreement",
+    "summarize_consensus_builders",
+    "write_agreement",
+]
+
 SCAN_INFO = ("scan_id", "dataset", "subject", "timepoint", "center")
 KINDS = ("rater_vs_consensus", "rater_vs_rater")
+#: Tables of :func:`write_agreement` that go into ``metrics.json`` too (the others only as CSV).
+RECORDED_TABLES = ("summary", "consensus_summary", "label_tests")
+#: Lesion-wise rules of :func:`compute_lesion_agreement` (``auto`` is ``msseg``).
+LESION_RULES = ("auto", "msseg", "simple")
 
 
-# --------------------------------------------------------------------------- mask scores
+# --------------------------------------------------------------------------- lesion scores
 
 
-def compute_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient of two binary masks.
+def _simple_lesions(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
+    """26-connected components of at least ``min_voxels`` voxels (the ``simple`` rule).
 
-    Parameters
-    ----------
-    a, b : np.ndarray, shape (X, Y, Z)
-        Masks (non-zero is foreground); same shape.
-
-    Returns
-    -------
-    float
-        ``2 |a & b| / (|a| + |b|)``; NaN when both are empty.
+    :func:`msnb.metrics.label_lesions` keeps components of *more than* its minimal volume;
+    in units of one voxel, ``min_voxels - 1`` keeps those of at least ``min_voxels``.
     """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return math.nan
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-def _components(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
-    from scipy import ndimage as ndi
-
-    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0 or min_voxels <= 1:
-        return labels, n
-    sizes = np.bincount(labels.ravel())
-    small = np.flatnonzero(sizes < min_voxels)
-    small = small[small > 0]
-    if small.size:
-        labels[np.isin(labels, small)] = 0
-        labels, n = ndi.label(labels > 0, structure=np.ones((3, 3, 3), dtype=bool))
-    return labels, n
+    return label_lesions(
+        mask, voxel_volume_mm3=1.0, min_volume_mm3=float(min_voxels - 1), connectivity=26
+    )
 
 
 def _found(labels: np.ndarray, n: int, other: np.ndarray, min_overlap: float) -> int:
+    """Lesions of ``labels`` with at least ``min_overlap`` of their voxels marked in ``other``."""
     if n == 0:
         return 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    hits = np.bincount(labels[other].ravel(), minlength=n + 1)[1:]
+    table = overlap_table(labels, n, other.astype(np.int32), 1)[1:]
+    sizes, hits = table.sum(axis=1), table[:, 1]
     return int(((hits > 0) & (hits >= min_overlap * sizes)).sum())
+
+
+def _simple_agreement(
+    a: np.ndarray, b: np.ndarray, *, min_voxels: int, min_overlap: float
+) -> dict[str, float]:
+    la, na = _simple_lesions(a, min_voxels)
+    lb, nb = _simple_lesions(b, min_voxels)
+    sens = _found(la, na, b, min_overlap) / na if na else math.nan
+    ppv = _found(lb, nb, a, min_overlap) / nb if nb else math.nan
+    return {
+        "n_lesions_a": na,
+        "n_lesions_b": nb,
+        "sensitivity": sens,
+        "ppv": ppv,
+        "f1": f1_score(sens, ppv),
+    }
 
 
 def compute_lesion_agreement(
@@ -106,14 +131,13 @@ def compute_lesion_agreement(
         Reference and compared masks.
     voxel_volume_mm3 : float, default 1.0
     min_lesion_mm3 : float, default 3.0
-        Smaller connected components are ignored (MSSEG-2016 convention).
+        Smallest lesion volume (see the module docstring for how each rule applies it).
     min_overlap : float, default 0.1
         ``simple`` rule: fraction of a lesion's voxels the other mask must mark for it to
         count as found.
     lesion_rule : {"auto", "msseg", "simple"}, default "auto"
-        ``msseg``: :func:`msnb.metrics.compute_metrics` (MSSEG-2016 evaluator rule, 6-connected
-        lesions); ``simple``: the minimal rule of this module; ``auto``: ``msseg`` when
-        :mod:`msnb.metrics` can be imported, else ``simple``.
+        ``msseg`` (and ``auto``): :func:`msnb.metrics.compute_metrics` (MSSEG-2016 evaluator
+        rule, 6-connected lesions); ``simple``: the minimal rule of the module docstring.
 
     Returns
     -------
@@ -126,83 +150,27 @@ def compute_lesion_agreement(
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    if lesion_rule in ("auto", "msseg"):
-        try:
-            from msnb.metrics import compute_metrics
-        except ImportError:
-            if lesion_rule == "msseg":
-                raise
-        else:
-            m = compute_metrics(
-                a, b, voxel_volume_mm3=voxel_volume_mm3, min_lesion_volume_mm3=min_lesion_mm3
-            )
-            return {
-                "n_lesions_a": m.n_true_lesions,
-                "n_lesions_b": m.n_pred_lesions,
-                "sensitivity": m.lesion_sensitivity,
-                "ppv": m.lesion_ppv,
-                "f1": m.lesion_f1,
-            }
-    elif lesion_rule != "simple":
+    if lesion_rule not in LESION_RULES:
         raise ValueError(f"unknown lesion rule {lesion_rule!r}; use auto, msseg or simple")
-    min_voxels = max(1, math.ceil(min_lesion_mm3 / voxel_volume_mm3 - 1e-9))
-    la, na = _components(a, min_voxels)
-    lb, nb = _components(b, min_voxels)
-    sens = _found(la, na, b, min_overlap) / na if na else math.nan
-    ppv = _found(lb, nb, a, min_overlap) / nb if nb else math.nan
-    if np.isnan(sens) or np.isnan(ppv):
-        f1 = math.nan
-    else:
-        f1 = 0.0 if sens + ppv == 0 else 2 * sens * ppv / (sens + ppv)
-    return {"n_lesions_a": na, "n_lesions_b": nb, "sensitivity": sens, "ppv": ppv, "f1": f1}
-
-
-# --------------------------------------------------------------------------- consensus
-
-
-def compute_consensus(
-    masks: Sequence[np.ndarray], *, method: str = "majority", threshold: float = 0.5
-) -> np.ndarray:
-    """Combine several raters' masks into one.
-
-    Parameters
-    ----------
-    masks : sequence of np.ndarray, each shape (X, Y, Z)
-    method : {"union", "majority", "staple"}, default "majority"
-        ``union``: any rater; ``majority``: more than half of the raters (as
-        :func:`msnb.datasets.load_label`); ``staple``: SimpleITK's STAPLE probability
-        (Warfield et al. 2004), thresholded.
-    threshold : float, default 0.5
-        STAPLE probability at or above which a voxel is foreground.
-
-    Returns
-    -------
-    np.ndarray of bool, shape (X, Y, Z)
-    """
-    if not masks:
-        raise ValueError("no masks to combine")
-    stack = np.stack([np.asarray(m, dtype=bool) for m in masks])
-    if method == "union":
-        return stack.any(axis=0)
-    if method == "majority":
-        return stack.sum(axis=0) * 2 > len(masks)
-    if method == "staple":
-        if not stack.any():
-            return np.zeros(stack.shape[1:], dtype=bool)
-        import SimpleITK as sitk
-
-        images = [sitk.GetImageFromArray(m.astype(np.uint8)) for m in stack]
-        prob = sitk.GetArrayFromImage(sitk.STAPLE(images, 1.0))
-        return np.nan_to_num(prob, nan=0.0) >= threshold
-    raise ValueError(f"unknown consensus method {method!r}; use one of {CONSENSUS_METHODS}")
+    if lesion_rule == "simple":
+        min_voxels = max(1, math.ceil(min_lesion_mm3 / voxel_volume_mm3 - 1e-9))
+        return _simple_agreement(a, b, min_voxels=min_voxels, min_overlap=min_overlap)
+    m = compute_metrics(
+        a, b, voxel_volume_mm3=voxel_volume_mm3, min_lesion_volume_mm3=min_lesion_mm3
+    )
+    return {
+        "n_lesions_a": m.n_true_lesions,
+        "n_lesions_b": m.n_pred_lesions,
+        "sensitivity": m.lesion_sensitivity,
+        "ppv": m.lesion_ppv,
+        "f1": m.lesion_f1,
+    }
 
 
 # --------------------------------------------------------------------------- per scan
 
 
 def _load_masks(scan: Scan, names: Sequence[str]) -> tuple[dict[str, np.ndarray], float]:
-    from msnb.nifti import load_mask
-
     vols = {n: load_mask(scan.masks[n], binarize=True, what=f"{n} mask") for n in names}
     shapes = {v.shape for v in vols.values()}
     if len(shapes) > 1:
@@ -221,13 +189,25 @@ def _scan_info(scan: Scan) -> dict:
     }
 
 
-def _pair_row(info: dict, a_name, b_name, a, b, voxel_ml: float, **lesion) -> dict:
+def _rater_scans(
+    scans: Sequence[Scan], extra: str
+) -> Iterator[tuple[Scan, list[str], dict[str, np.ndarray], float]]:
+    """Scans with two raters or more: ``(scan, raters, masks, voxel_ml)``, where ``masks``
+    holds the raters' masks and the ``extra`` mask when the scan has it."""
+    for scan in scans:
+        raters = scan.raters
+        if len(raters) < 2:
+            continue
+        names = [*raters, *([extra] if extra in scan.masks else [])]
+        masks, voxel_ml = _load_masks(scan, names)
+        yield scan, raters, masks, voxel_ml
+
+
+def _pair_scores(a: np.ndarray, b: np.ndarray, voxel_ml: float, **lesion) -> dict:
+    """Dice, lesion-wise agreement of ``b`` with reference ``a``, and both volumes in mL."""
     les = compute_lesion_agreement(a, b, voxel_volume_mm3=voxel_ml * 1000.0, **lesion)
     return {
-        **info,
-        "a": a_name,
-        "b": b_name,
-        "dice": compute_dice(a, b),
+        "dice": dice(a, b),
         "lesion_f1": les["f1"],
         "lesion_sensitivity": les["sensitivity"],
         "lesion_ppv": les["ppv"],
@@ -268,26 +248,14 @@ def compute_rater_agreement(
         ``lesion_sensitivity`` (of ``b`` w.r.t. ``a``), ``lesion_ppv``, lesion counts and
         volumes in mL.
     """
+    opts = dict(min_lesion_mm3=min_lesion_mm3, min_overlap=min_overlap, lesion_rule=lesion_rule)
     rows = []
-    for scan in scans:
-        raters = scan.raters
-        if len(raters) < 2:
-            continue
-        names = [*raters, *([reference] if reference in scan.masks else [])]
-        masks, voxel_ml = _load_masks(scan, names)
-        info = _scan_info(scan)
-        opts = {
-            "min_lesion_mm3": min_lesion_mm3,
-            "min_overlap": min_overlap,
-            "lesion_rule": lesion_rule,
-        }
-        if reference in masks:
-            for r in raters:
-                row = _pair_row(info, reference, r, masks[reference], masks[r], voxel_ml, **opts)
-                rows.append({**row, "kind": "rater_vs_consensus"})
-        for r1, r2 in itertools.combinations(raters, 2):
-            row = _pair_row(info, r1, r2, masks[r1], masks[r2], voxel_ml, **opts)
-            rows.append({**row, "kind": "rater_vs_rater"})
+    for scan, raters, masks, voxel_ml in _rater_scans(scans, reference):
+        pairs = [(reference, r, "rater_vs_consensus") for r in raters if reference in masks]
+        pairs += [(*ab, "rater_vs_rater") for ab in itertools.combinations(raters, 2)]
+        for a, b, kind in pairs:
+            scores = _pair_scores(masks[a], masks[b], voxel_ml, **opts)
+            rows.append({**_scan_info(scan), "kind": kind, "a": a, "b": b, **scores})
     cols = [*SCAN_INFO, "kind", "a", "b", "dice", "lesion_f1", "lesion_sensitivity"]
     cols += ["lesion_ppv", "n_lesions_a", "n_lesions_b", "volume_a_ml", "volume_b_ml"]
     return pd.DataFrame(rows, columns=cols)
@@ -312,8 +280,6 @@ def summarize_agreement(
         ``rater_vs_rater`` is ``mean_scan mean_{i<j} Dice(Expert_i, Expert_j)``. Scans whose
         pairs are all NaN (all masks empty) are not counted.
     """
-    from msnb.stats import compute_mean_ci
-
     cols = ["dataset", "kind", "metric", "mean", "std", "ci_low", "ci_high"]
     cols += ["n_scans", "n_pairs_per_scan"]
     rows = []
@@ -321,7 +287,7 @@ def summarize_agreement(
         for m in metrics:
             per_scan = g.groupby("scan_id")[m].mean()  # NaN pairs left out; all-NaN scan -> NaN
             vals = per_scan.dropna().to_numpy()
-            mean, low, high = compute_mean_ci(vals)
+            mean, low, high = stats.compute_mean_ci(vals)
             rows.append(
                 {
                     "dataset": dataset,
@@ -411,37 +377,6 @@ def plot_agreement_matrix(matrix: pd.DataFrame, ax=None, *, vmin: float = 0.0, v
     return ax
 
 
-# --------------------------------------------------------------------------- data
-
-
-def prepare_data(
-    data_root: str | Path, dataset: str, *, seed: int = 0, preset: str = "tiny"
-) -> Path:
-    """The folder of ``dataset``: ``data_root`` itself, or the phantom's when it is empty.
-
-    Parameters
-    ----------
-    data_root : path-like
-        Dataset folder in its adapter's layout; ``""`` generates (once) the phantom preset
-        under ``<outputs>/phantom/<preset>-seed<seed>/`` as the study does, and returns the
-        dataset's sub-folder.
-    dataset : str
-        Dataset name (``msseg2016_train``, ``isbi2015``, ...).
-    seed : int, default 0
-    preset : str, default "tiny"
-    """
-    if str(data_root):
-        return Path(data_root).expanduser()
-    from msnb.paths import outputs_root
-    from msnb.phantom import generate_phantom
-    from msnb.study import DATASET_ADAPTERS
-
-    root = outputs_root() / "phantom" / f"{preset}-seed{seed}"
-    if not (root / "phantom.json").exists():
-        generate_phantom(root, preset=preset, seed=seed)
-    return root / DATASET_ADAPTERS[dataset][1]
-
-
 # --------------------------------------------------------------------------- consensus builders
 
 
@@ -525,46 +460,30 @@ def compare_consensus_builders(
         ``reference_kind`` (``rater`` / ``consensus`` / ``truth``), ``dice``, ``lesion_f1``,
         ``volume_ml`` (built consensus), ``reference_volume_ml``.
     """
-    from msnb.nifti import load_mask
-
     truth = dict(truth or {})
+    opts = dict(min_lesion_mm3=min_lesion_mm3, min_overlap=min_overlap, lesion_rule=lesion_rule)
     rows = []
-    for scan in scans:
-        raters = scan.raters
-        if len(raters) < 2:
-            continue
-        names = [*raters, *(["consensus"] if "consensus" in scan.masks else [])]
-        masks, voxel_ml = _load_masks(scan, names)
-        refs = dict(masks)
+    for scan, raters, refs, voxel_ml in _rater_scans(scans, "consensus"):
         if scan.scan_id in truth:
             refs["truth"] = load_mask(truth[scan.scan_id], binarize=True, what="truth mask").data
-        info = _scan_info(scan)
         for method in methods:
-            built = compute_consensus([masks[r] for r in raters], method=method)
+            built = combine_masks([refs[r] for r in raters], method=method)
             for ref_name, ref in refs.items():
                 if ref.shape != built.shape:
                     raise ValueError(
                         f"{scan.scan_id}: {ref_name} shape {ref.shape} != raters' {built.shape}"
                     )
-                les = compute_lesion_agreement(
-                    ref,
-                    built,
-                    voxel_volume_mm3=voxel_ml * 1000.0,
-                    min_lesion_mm3=min_lesion_mm3,
-                    min_overlap=min_overlap,
-                    lesion_rule=lesion_rule,
-                )
-                kind = "rater" if ref_name in raters else ref_name
+                scores = _pair_scores(ref, built, voxel_ml, **opts)
                 rows.append(
                     {
-                        **info,
+                        **_scan_info(scan),
                         "method": method,
                         "reference": ref_name,
-                        "reference_kind": kind,
-                        "dice": compute_dice(ref, built),
-                        "lesion_f1": les["f1"],
-                        "volume_ml": float(built.sum()) * voxel_ml,
-                        "reference_volume_ml": float(ref.sum()) * voxel_ml,
+                        "reference_kind": "rater" if ref_name in raters else ref_name,
+                        "dice": scores["dice"],
+                        "lesion_f1": scores["lesion_f1"],
+                        "volume_ml": scores["volume_b_ml"],
+                        "reference_volume_ml": scores["volume_a_ml"],
                     }
                 )
     cols = [*SCAN_INFO, "method", "reference", "reference_kind", "dice", "lesion_f1"]
@@ -620,8 +539,6 @@ def compute_label_cost(
         :func:`msnb.stats.compute_label_tests` (repeated-measures ANOVA and pairwise
         Wilcoxon, on train/test pairs and on scans).
     """
-    from msnb import stats
-
     if isinstance(results, pd.DataFrame):
         df = stats.validate_results(results)
     elif str(results) == "":
@@ -635,37 +552,34 @@ def compute_label_cost(
 
 
 def write_agreement(
-    tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *, summary: dict | None = None
+    tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *, summary: Mapping | None = None
 ) -> dict[str, Path]:
     """Write each table as CSV and ``metrics.json`` (atomically).
+
+    ``metrics.json`` is the record of :func:`msnb.records.record_metrics`
+    (``kind="agreement"``): ``summary`` under ``"metrics"`` and the small tables
+    (:data:`RECORDED_TABLES`, those given) under ``"tables"``.
 
     Parameters
     ----------
     tables : mapping of str to DataFrame
-        E.g. ``{"agreement": ..., "summary": ..., "consensus": ...}``.
+        E.g. ``{"agreement": ..., "summary": ..., "consensus": ...}``; each is written as
+        ``<name>.csv``.
     out_dir : path-like
-    summary : dict, optional
-        Extra JSON-ready values for ``metrics.json``; the ``summary`` table (if given) is added
-        as records.
+    summary : mapping, optional
+        JSON-ready summary values (e.g. ``{"dataset": ..., "n_scans": ...}``).
 
     Returns
     -------
     dict of str to Path
+        ``name -> <name>.csv`` for each table and ``metrics`` for ``metrics.json``.
     """
-    from msnb.stats import _atomic_write_text
-
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, table in tables.items():
-        written[name] = _atomic_write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
-    record = {
-        name: json.loads(table.to_json(orient="records"))
-        for name, table in tables.items()
-        if name in ("summary", "consensus_summary", "label_tests")
-    }
-    record.update(summary or {})
-    written["metrics"] = _atomic_write_text(
-        out_dir / "metrics.json", json.dumps(record, indent=2, allow_nan=False, default=str) + "\n"
+        written[name] = write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
+    recorded = {name: t for name, t in tables.items() if name in RECORDED_TABLES}
+    written["metrics"] = record_metrics(
+        out_dir, summary or {}, kind="agreement", tables=recorded, csv=False
     )
     return written

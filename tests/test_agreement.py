@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import write
 
-from msnb import agreement, datasets
+from msnb import agreement, datasets, masks
 
 
 def cube(shape=(12, 12, 12), lo=(2, 2, 2), size=4) -> np.ndarray:
@@ -22,12 +22,12 @@ def cube(shape=(12, 12, 12), lo=(2, 2, 2), size=4) -> np.ndarray:
 def test_dice_of_two_cubes_with_known_overlap():
     a = cube(lo=(2, 2, 2))
     b = cube(lo=(4, 2, 2))  # shifted by half the side: 2 x 4 x 4 = 32 shared voxels of 64
-    assert agreement.compute_dice(a, b) == pytest.approx(0.5)
-    assert agreement.compute_dice(a, a) == 1.0
-    assert agreement.compute_dice(a, np.zeros_like(a)) == 0.0
-    assert math.isnan(agreement.compute_dice(np.zeros_like(a), np.zeros_like(a)))
+    assert masks.dice(a, b) == pytest.approx(0.5)
+    assert masks.dice(a, a) == 1.0
+    assert masks.dice(a, np.zeros_like(a)) == 0.0
+    assert math.isnan(masks.dice(np.zeros_like(a), np.zeros_like(a)))
     with pytest.raises(ValueError, match="shapes differ"):
-        agreement.compute_dice(a, a[:-1])
+        masks.dice(a, a[:-1])
 
 
 @pytest.mark.parametrize("rule", ["simple", "auto"])
@@ -57,6 +57,17 @@ def test_simple_rule_drops_small_components_and_needs_overlap():
     assert low["sensitivity"] == 0.0
 
 
+def test_rules_differ_on_a_lesion_of_exactly_the_minimal_volume():
+    shape = (12, 12, 12)
+    a = cube(shape, lo=(2, 2, 2))
+    a[9, 9, 8:11] = True  # a 3-voxel lesion: 3 mm^3, kept by "simple", dropped by "msseg"
+    simple = agreement.compute_lesion_agreement(a, a, lesion_rule="simple")
+    msseg = agreement.compute_lesion_agreement(a, a, lesion_rule="msseg")
+    assert (simple["n_lesions_a"], msseg["n_lesions_a"]) == (2, 1)
+    with pytest.raises(ValueError, match="unknown lesion rule"):
+        agreement.compute_lesion_agreement(a, a, lesion_rule="strict")
+
+
 def _raters():
     truth = cube(lo=(3, 3, 3), size=5)
     r1 = truth.copy()
@@ -68,19 +79,19 @@ def _raters():
 
 def test_union_majority_and_staple_on_constructed_raters():
     truth, raters = _raters()
-    union = agreement.compute_consensus(raters, method="union")
-    majority = agreement.compute_consensus(raters, method="majority")
-    staple = agreement.compute_consensus(raters, method="staple")
+    union = masks.combine_masks(raters, method="union")
+    majority = masks.combine_masks(raters, method="majority")
+    staple = masks.combine_masks(raters, method="staple")
     assert np.array_equal(union, truth | raters[2])
     expected_majority = np.stack(raters).sum(0) >= 2
     assert np.array_equal(majority, expected_majority)
     # two of three raters agree on (almost) the truth: STAPLE follows them, not the outlier
-    assert agreement.compute_dice(staple, truth) > 0.95
-    assert agreement.compute_dice(staple, truth) > agreement.compute_dice(union, truth)
+    assert masks.dice(staple, truth) > 0.95
+    assert masks.dice(staple, truth) > masks.dice(union, truth)
     zero = [np.zeros((4, 4, 4), bool)] * 3
-    assert not agreement.compute_consensus(zero, method="staple").any()
+    assert not masks.combine_masks(zero, method="staple").any()
     with pytest.raises(ValueError, match="unknown consensus method"):
-        agreement.compute_consensus(raters, method="mean")
+        masks.combine_masks(raters, method="mean")
 
 
 def test_rater_agreement_on_msseg_layout_matches_hand_computation(msseg_root):
@@ -95,7 +106,7 @@ def test_rater_agreement_on_msseg_layout_matches_hand_computation(msseg_root):
     per_scan_rc, per_scan_rr = [], []
     for s in scans:
         c = load_mask(s.masks["consensus"]).data
-        d = agreement.compute_dice(c, np.roll(c, 1, axis=0))
+        d = masks.dice(c, np.roll(c, 1, axis=0))
         per_scan_rc.append((3 + 4 * d) / 7)
         per_scan_rr.append((9 + 12 * d) / 21)
     dice_rc = summary.loc[("rater_vs_consensus", "dice")]
@@ -176,4 +187,11 @@ def test_label_cost_and_writing(tmp_path):
         {"labels": table, "label_tests": tests}, tmp_path / "a", summary={"n_scans": 3}
     )
     data = json.loads(written["metrics"].read_text())
-    assert data["n_scans"] == 3 and len(data["label_tests"]) == len(tests)
+    assert data["kind"] == "agreement" and data["metrics"] == {"n_scans": 3}
+    assert list(data["tables"]) == ["label_tests"]  # the large tables only as CSV
+    assert len(data["tables"]["label_tests"]) == len(tests)
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        "labels.csv",
+        "label_tests.csv",
+        "metrics.json",
+    }

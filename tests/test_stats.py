@@ -165,6 +165,21 @@ def test_mean_ci_matches_scipy_t_interval_and_bootstrap_is_seeded():
     assert np.isnan(stats.compute_mean_ci([0.4])[1])
 
 
+def test_mann_whitney_matches_scipy_and_says_when_it_cannot_run():
+    a = np.array([0.61, 0.72, 0.55, 0.80, np.nan])
+    b = np.array([0.40, 0.52, 0.45, 0.38, 0.47])
+    row = stats.compute_unpaired_test(a, b, table="centers", comparison="a - b")
+    ref = sps.mannwhitneyu(a[:4], b)
+    assert row["status"] == "ok" and row["test"] == "mann_whitney" and row["n"] == 9
+    assert row["statistic"] == pytest.approx(ref.statistic)
+    assert row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["effect"] == pytest.approx(1.0)  # every a above every b
+    assert row["mean_diff"] == pytest.approx(np.nanmean(a) - b.mean())
+    assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+    one = stats.compute_unpaired_test([0.5], b, labels=("unseen-center", "seen-center"))
+    assert one["status"] == "not enough data: 1 unseen-center and 5 seen-center scans (< 2 each)"
+
+
 # --------------------------------------------------------------------------- ANOVA
 
 
@@ -317,6 +332,15 @@ def test_not_enough_data_rows_instead_of_failures():
     assert empty["tests"]["status"].str.startswith("not enough data: ").all()
 
 
+def test_defaults_are_the_training_recipe():
+    from msnb.recipe import TrainConfig
+
+    recipe = TrainConfig()
+    assert stats.DEFAULTS == {k: getattr(recipe, k) for k in stats.DEFAULTS}
+    assert set(stats.DEFAULTS) == set(stats.CONFIG_COLUMNS) - {"train_datasets"}
+    assert all(ref == stats.DEFAULTS[f] for f, (ref, _) in stats.ABLATIONS.items())
+
+
 def test_validation_and_loading_keep_identifiers_as_strings(tmp_path):
     df = make_results()
     path = tmp_path / "results.csv"
@@ -341,8 +365,12 @@ def test_write_tables_is_complete_and_json_valid(tmp_path):
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"train_test.csv", "tests.csv", "table2_dice.md", "metrics.json"} <= names
     assert not [n for n in names if ".tmp" in n]
-    summary = json.loads(written["metrics"].read_text())
+    record = json.loads(written["metrics"].read_text())
+    assert record["kind"] == "statistics"
+    summary = record["metrics"]
     assert summary["n_tests"] == len(tables["tests"]) and summary["n_train_test_cells"] == 12
+    assert len(record["tables"]["tests"]) == len(tables["tests"])
+    assert summary["n_tests_ok"] == sum(t["status"] == "ok" for t in record["tables"]["tests"])
     assert "(n=" in (tmp_path / "out" / "table2_dice.md").read_text()
 
 

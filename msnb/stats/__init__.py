@@ -1,0 +1,131 @@
+"""Statistics and paper tables from a study's results table.
+
+Input is the tidy results table (one row per model x test scan, see :data:`REQUIRED_COLUMNS`),
+read from ``results.csv`` with :func:`load_results`. From it alone :func:`compute_all_tables`
+rebuilds the paper's tables for whatever the study ran (the keys are listed in
+:mod:`msnb.stats.tables`).
+
+One module per job:
+
+=================== ===========================================================================
+module              job
+=================== ===========================================================================
+``results``         the results table: columns, validation, loading, default configuration
+``inference``       the test primitives (Wilcoxon, Mann-Whitney, ANOVAs, CIs), one row per test
+``tables``          the paper's tables and their tests, :func:`compute_all_tables`
+``render``          display cells, CSV / Markdown / ``metrics.json`` files, the heatmap
+=================== ===========================================================================
+
+Units. Each test is run twice where the data allow, and the ``unit`` column says which:
+``pair`` (one value per train/test pair: the mean over that pair's test scans, as the paper
+does) and ``scan`` (one value per test scan, paired on the same scans where the test is paired).
+A test that cannot run (too few pairs or groups, no variance) gives a row whose ``status``
+starts with ``"not enough data: "`` instead of a number.
+
+Missing metric values (NaN: empty truth or empty prediction) are left out of means and tests;
+every cell reports ``n_scans`` (values used) and ``n_missing`` (NaN values left out).
+"""
+
+from __future__ import annotations
+
+from msnb.stats.inference import (
+    MIN_PAIRS,
+    NOT_ENOUGH,
+    TEST_COLUMNS,
+    compute_mean_ci,
+    compute_oneway_anova,
+    compute_paired_test,
+    compute_rm_anova,
+    compute_unpaired_test,
+    make_test_row,
+    make_tests_frame,
+    not_enough_row,
+)
+from msnb.stats.render import (
+    plot_train_test_heatmap,
+    render_tables,
+    render_train_test,
+    summarize_tests,
+    write_tables,
+)
+from msnb.stats.results import (
+    CONFIG_COLUMNS,
+    DEFAULTS,
+    METRICS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCAN_COLUMNS,
+    SEP,
+    STRING_COLUMNS,
+    is_default,
+    load_results,
+    resolve_output_path,
+    select_single_default,
+    split_names,
+    validate_results,
+)
+from msnb.stats.tables import (
+    ABLATIONS,
+    compute_ablation_table,
+    compute_ablation_tests,
+    compute_all_tables,
+    compute_center_table,
+    compute_center_tests,
+    compute_combination_table,
+    compute_combination_tests,
+    compute_label_table,
+    compute_label_tests,
+    compute_pair_means,
+    compute_train_anova,
+    compute_train_means,
+    compute_train_test_table,
+    select_tests,
+)
+
+__all__ = [
+    "ABLATIONS",
+    "CONFIG_COLUMNS",
+    "DEFAULTS",
+    "METRICS",
+    "MIN_PAIRS",
+    "NOT_ENOUGH",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SCAN_COLUMNS",
+    "SEP",
+    "STRING_COLUMNS",
+    "TEST_COLUMNS",
+    "compute_ablation_table",
+    "compute_ablation_tests",
+    "compute_all_tables",
+    "compute_center_table",
+    "compute_center_tests",
+    "compute_combination_table",
+    "compute_combination_tests",
+    "compute_label_table",
+    "compute_label_tests",
+    "compute_mean_ci",
+    "compute_oneway_anova",
+    "compute_pair_means",
+    "compute_paired_test",
+    "compute_rm_anova",
+    "compute_train_anova",
+    "compute_train_means",
+    "compute_train_test_table",
+    "compute_unpaired_test",
+    "is_default",
+    "load_results",
+    "make_test_row",
+    "make_tests_frame",
+    "not_enough_row",
+    "plot_train_test_heatmap",
+    "render_tables",
+    "render_train_test",
+    "resolve_output_path",
+    "select_single_default",
+    "select_tests",
+    "split_names",
+    "summarize_tests",
+    "validate_results",
+    "write_tables",
+]

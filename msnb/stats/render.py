@@ -1,0 +1,195 @@
+"""Display and files: the paper's tables as ``"mean (n=scans)"`` cells, CSV, Markdown,
+``metrics.json`` (through :func:`msnb.records.record_metrics`) and the train x test heatmap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from msnb.files import write_text
+from msnb.records import record_metrics
+from msnb.stats.inference import TEST_COLUMNS
+from msnb.stats.tables import ABLATIONS
+
+__all__ = [
+    "plot_train_test_heatmap",
+    "render_tables",
+    "render_train_test",
+    "summarize_tests",
+    "write_tables",
+]
+
+
+def _cells(means, counts, digits: int) -> list[str]:
+    """``"mean (n=count)"`` strings (``"- (n=count)"`` where the mean is NaN)."""
+    return [
+        f"- (n={n})" if not np.isfinite(m) else f"{m:.{digits}f} (n={n})"
+        for m, n in zip(means, counts, strict=True)
+    ]
+
+
+def _pivot_cells(table: pd.DataFrame, index: list[str], columns: str) -> pd.DataFrame:
+    """The ``cell`` column of ``table`` spread to ``index`` x ``columns`` ("" where absent)."""
+    return table.pivot_table(index=index, columns=columns, values="cell", aggfunc="first").fillna(
+        ""
+    )
+
+
+def render_train_test(train_test: pd.DataFrame, *, metric: str = "dice", digits: int = 3):
+    """Train (rows) x test (columns) matrix of ``"mean (n=scans)"`` strings."""
+    t = train_test[train_test["metric"] == metric]
+    if t.empty:
+        return pd.DataFrame()
+    cells = t.assign(cell=_cells(t["mean"], t["n_scans"], digits))
+    return cells.pivot(index="train_datasets", columns="test_dataset", values="cell").fillna("")
+
+
+def _render_ablation(table: pd.DataFrame, factor: str, digits: int) -> pd.DataFrame:
+    """Table 6/7 display: Dice cells of both levels of ``factor`` and their difference."""
+    keep = ["train_datasets", "test_dataset"]
+    show = table[keep].copy()
+    for level in ABLATIONS[factor]:
+        show[level] = _cells(table[f"dice_{level}"], table[f"dice_{level}_n"], digits)
+    show["diff"] = table["dice_diff"].round(digits)
+    return show.set_index(keep)
+
+
+def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[str, pd.DataFrame]:
+    """Display versions of the paper's tables: cells are ``"mean (n=scans)"`` strings.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        Output of :func:`msnb.stats.compute_all_tables`.
+    digits : int, default 3
+
+    Returns
+    -------
+    dict of str to DataFrame
+        ``table2_dice``, ``table3_iou``, ``table4_combinations``, ``table5_labels``,
+        ``table6_normalization``, ``table7_architecture``, ``centers`` (those with content).
+    """
+    out = {
+        "table2_dice": render_train_test(tables["train_test"], metric="dice", digits=digits),
+        "table3_iou": render_train_test(tables["train_test"], metric="iou", digits=digits),
+    }
+    c = tables["combinations"]
+    if len(c):
+        c = c.assign(cell=_cells(c["dice"], c["n_scans"], digits))
+        out["table4_combinations"] = _pivot_cells(c, ["combination", "model"], "test_dataset")
+    lab = tables["labels"]
+    if len(lab):
+        lab = lab.assign(cell=_cells(lab["dice"], lab["dice_n"], digits))
+        out["table5_labels"] = _pivot_cells(lab, ["train_datasets", "label"], "test_dataset")
+    for num, factor in (("6", "normalization"), ("7", "architecture")):
+        if len(tables[f"ablation_{factor}"]):
+            out[f"table{num}_{factor}"] = _render_ablation(
+                tables[f"ablation_{factor}"], factor, digits
+            )
+    cen = tables["centers"]
+    if len(cen):
+        unseen = np.where(cen["seen_in_training"].fillna(True).astype(bool), "", " [unseen]")
+        cen = cen.assign(cell=_cells(cen["dice"], cen["dice_n"], digits) + unseen)
+        out["centers"] = _pivot_cells(cen, ["model_id", "test_dataset"], "center")
+    return out
+
+
+def summarize_tests(tables: dict[str, pd.DataFrame]) -> dict:
+    """The summary numbers of ``metrics.json``: ``n_tests``, ``n_tests_ok`` (tests that
+    could run) and ``n_train_test_cells`` (train x test cells of the Dice table)."""
+    tests = tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))
+    tt = tables.get("train_test", pd.DataFrame())
+    return {
+        "n_tests": len(tests),
+        "n_tests_ok": int((tests["status"] == "ok").sum()) if len(tests) else 0,
+        "n_train_test_cells": int((tt["metric"] == "dice").sum()) if len(tt) else 0,
+    }
+
+
+def write_tables(
+    tables: dict[str, pd.DataFrame], out_dir: str | Path, *, digits: int = 3
+) -> dict[str, Path]:
+    """Write every table as CSV, the rendered tables as Markdown, and ``metrics.json``.
+
+    Every file is written atomically. ``metrics.json`` is the record of
+    :func:`msnb.records.record_metrics` (``kind="statistics"``): :func:`summarize_tests`
+    under ``"metrics"`` and every test row under ``tables["tests"]``.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        Output of :func:`msnb.stats.compute_all_tables`.
+    out_dir : path-like
+        Created if needed.
+    digits : int, default 3
+        Decimals in the Markdown tables.
+
+    Returns
+    -------
+    dict of str to Path
+        ``name -> file`` for every file written (``<name>`` for ``<name>.csv``,
+        ``<name>_md`` for ``<name>.md``, ``metrics`` for ``metrics.json``).
+    """
+    out_dir = Path(out_dir)
+    written = {}
+    for name, table in tables.items():
+        written[name] = write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
+    for name, table in render_tables(tables, digits=digits).items():
+        text = table.to_markdown() if len(table) else "(no data)\n"
+        written[f"{name}_md"] = write_text(out_dir / f"{name}.md", text + "\n")
+    tests = tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))
+    written["metrics"] = record_metrics(
+        out_dir, summarize_tests(tables), kind="statistics", tables={"tests": tests}, csv=False
+    )
+    return written
+
+
+def plot_train_test_heatmap(
+    table: pd.DataFrame, ax=None, *, metric: str = "dice", vmin: float = 0.0, vmax: float = 1.0
+):
+    """Heatmap of the train x test table, each cell annotated with mean and scan count.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Output of :func:`compute_train_test_table` (tidy).
+    ax : matplotlib Axes, optional
+    metric : str, default "dice"
+    vmin, vmax : float, defaults 0 and 1
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    t = table[table["metric"] == metric]
+    if t.empty:
+        ax.text(0.5, 0.5, "no single-dataset results", ha="center", va="center")
+        ax.set_axis_off()
+        return ax
+    values = t.pivot(index="train_datasets", columns="test_dataset", values="mean")
+    counts = t.pivot(index="train_datasets", columns="test_dataset", values="n_scans")
+    annot = values.copy().astype(object)
+    for i in values.index:
+        for j in values.columns:
+            v, n = values.loc[i, j], counts.loc[i, j]
+            annot.loc[i, j] = "" if pd.isna(n) else f"{v:.2f}\nn={int(n)}"
+    sns.heatmap(
+        values.astype(float),
+        annot=annot.to_numpy(),
+        fmt="",
+        vmin=vmin,
+        vmax=vmax,
+        cmap="viridis",
+        cbar_kws={"label": f"mean {metric}"},
+        ax=ax,
+    )
+    ax.set_xlabel("test set")
+    ax.set_ylabel("training set")
+    return ax

@@ -1,0 +1,163 @@
+"""A study's results table: its columns, validation, loading and the default configuration.
+
+The results table has one row per model x test scan (:data:`REQUIRED_COLUMNS`); a model's
+configuration columns say how it was trained, and :func:`is_default` tells the rows trained
+with the paper's recipe (the defaults of :class:`msnb.recipe.TrainConfig`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+
+# Single datasets without a consensus train on one rater when asked for the default label
+# (as the paper does for ISBI 2015); the study records that rater as the label, and it
+# counts as the default here.
+from msnb.datasets import CONSENSUS_FALLBACK
+from msnb.metrics import ID_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
+from msnb.paths import REPO_ROOT, outputs_root
+from msnb.recipe import TrainConfig
+
+__all__ = [
+    "CONFIG_COLUMNS",
+    "DEFAULTS",
+    "METRICS",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SCAN_COLUMNS",
+    "SEP",
+    "STRING_COLUMNS",
+    "is_default",
+    "load_results",
+    "resolve_output_path",
+    "select_single_default",
+    "split_names",
+    "validate_results",
+]
+
+REQUIRED_COLUMNS = tuple(RESULT_COLUMNS)
+OPTIONAL_COLUMNS = ("experiment", "train_centers")
+STRING_COLUMNS = (*ID_COLUMNS, *OPTIONAL_COLUMNS)
+METRICS = METRIC_COLUMNS
+#: The paper's default training settings: the field defaults of
+#: :class:`msnb.recipe.TrainConfig` for the configuration columns a results table carries.
+DEFAULTS = {
+    name: next(f.default for f in fields(TrainConfig) if f.name == name)
+    for name in ("label", "normalization", "architecture", "encoder")
+}
+#: Columns that identify a training configuration.
+CONFIG_COLUMNS = ("train_datasets", "label", "normalization", "architecture", "encoder")
+#: Columns that identify a test scan.
+SCAN_COLUMNS = ("test_dataset", "subject", "timepoint")
+#: Joins dataset (and center) names in ``train_datasets`` and ``train_centers``.
+SEP = "+"
+
+
+def validate_results(results: pd.DataFrame) -> pd.DataFrame:
+    """Check a results table and return a cleaned copy.
+
+    Parameters
+    ----------
+    results : DataFrame, shape (n_rows, >= 17)
+        One row per model x test scan with the :data:`REQUIRED_COLUMNS`.
+
+    Returns
+    -------
+    DataFrame
+        Identifier columns as strings (``"01"`` stays ``"01"``), metric columns as floats,
+        ``experiment`` and ``train_centers`` added (empty) when absent.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, or the same model scored twice on the same scan.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns: {', '.join(missing)}")
+    df = results.copy()
+    for col in OPTIONAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = ""
+    for col in STRING_COLUMNS:
+        df[col] = df[col].astype("string").fillna("").astype(str)
+    for col in METRICS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    dup = df.duplicated(["model_id", *SCAN_COLUMNS])
+    if dup.any():
+        first = df.loc[dup, ["model_id", *SCAN_COLUMNS]].iloc[0].tolist()
+        raise ValueError(
+            f"results table has {int(dup.sum())} duplicate model x scan rows, e.g. {first}"
+        )
+    return df.reset_index(drop=True)
+
+
+def load_results(path: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
+    """Read and validate a ``results.csv`` (identifier columns kept as strings).
+
+    Parameters
+    ----------
+    path : path-like
+    missing_ok : bool, default False
+        When the file does not exist, warn and return an empty table with the right columns
+        (every table is then empty and every test says ``not enough data``) instead of raising.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if not missing_ok:
+            raise FileNotFoundError(f"{path}: results table not found")
+        warnings.warn(f"{path}: results table not found; all tables will be empty", stacklevel=2)
+        return validate_results(pd.DataFrame(columns=[*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]))
+    dtypes = dict.fromkeys(STRING_COLUMNS, str)
+    df = pd.read_csv(
+        path, dtype=dtypes, keep_default_na=False, na_values={m: [""] for m in METRICS}
+    )
+    return validate_results(df)
+
+
+def resolve_output_path(path: str | Path) -> Path:
+    """Resolve a notebook's path parameter.
+
+    Absolute paths are kept; a relative path starting with ``outputs/`` is placed under
+    :func:`msnb.paths.outputs_root` (so ``MSNB_OUTPUTS`` applies); any other relative path is
+    taken from the repository root (notebooks run with their own folder as working directory).
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    if p.parts and p.parts[0] == "outputs":
+        return outputs_root().joinpath(*p.parts[1:])
+    return REPO_ROOT / p
+
+
+def split_names(value: str) -> list[str]:
+    """The names joined by :data:`SEP` in ``value`` (``"a+b"`` -> ``["a", "b"]``)."""
+    return [v for v in str(value).split(SEP) if v]
+
+
+def is_default(results: pd.DataFrame, *, ignore: Sequence[str] = ()) -> pd.Series:
+    """Boolean mask of rows trained with the paper's :data:`DEFAULTS` (except ``ignore``).
+
+    The label of a single dataset in :data:`msnb.datasets.CONSENSUS_FALLBACK` (ISBI 2015's
+    ``rater1``) counts as the default label.
+    """
+    mask = pd.Series(True, index=results.index)
+    for col, value in DEFAULTS.items():
+        if col in ignore:
+            continue
+        ok = results[col] == value
+        if col == "label":
+            fallback = results["train_datasets"].map(CONSENSUS_FALLBACK).fillna("")
+            ok |= results[col] == fallback
+        mask &= ok
+    return mask
+
+
+def select_single_default(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows of single-dataset models trained with the paper's default settings."""
+    single = ~results["train_datasets"].str.contains(SEP, regex=False)
+    return results[single & is_default(results)]
