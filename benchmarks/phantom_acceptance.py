@@ -4,7 +4,7 @@ Generates a preset (default ``quick``) and measures, from the written files:
 
 - rater agreement: MSSEG rater-vs-consensus and rater-vs-rater Dice, ISBI rater1-vs-rater2
   Dice, 3D-MR-MS consensus-vs-truth Dice (means over scans);
-- lesion statistics: median load per dataset against PHANTOM.md section 5, share of lesion
+- lesion statistics: median load per dataset against docs/phantom.md section 5, share of lesion
   volume in lesions within 3 mm of the ventricles;
 - contrast: median lesion/WM and GM/WM ratio per center on the contrast stage (before
   gamma and scale);
@@ -30,15 +30,9 @@ import nibabel as nib
 import numpy as np
 
 from msnb.datasets import load_scans
-from msnb.phantom import make_config
-from msnb.raters import dice
+from msnb.masks import dice
+from msnb.phantom import generate_phantom, make_config
 
-ADAPTERS = {
-    "isbi2015": "isbi2015",
-    "msseg2016_train": "msseg2016",
-    "msseg2016_test": "msseg2016",
-    "3dmrms": "3dmrms",
-}
 TARGETS = {"msseg_rc": 0.72, "msseg_rr": 0.61, "isbi_rr": 0.73}
 
 
@@ -139,8 +133,6 @@ def scanner_shift(root: Path, n_quantiles: int = 1001) -> dict:
 
 
 def main(argv=None) -> int:
-    from msnb.phantom import generate_phantom
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--seed", type=int, default=0)

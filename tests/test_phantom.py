@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 
 from msnb import phantom
-from msnb.datasets import load_scans
-from msnb.raters import consensus_mask, dice
+from msnb.datasets import DATASETS, load_scans
+from msnb.masks import combine_masks, dice
+from msnb.phantom import generate
 
-ADAPTER_ROOTS = {
-    "isbi2015": "isbi2015",
-    "msseg2016_train": "msseg2016",
-    "msseg2016_test": "msseg2016",
-    "3dmrms": "3dmrms",
-}
+ADAPTER_ROOTS = {name: d.folder for name, d in DATASETS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +92,7 @@ def test_same_seed_same_bytes_any_worker_count(tiny, tmp_path):
 
 def test_different_seed_changes_output():
     cfg = phantom.make_config("tiny")
-    task = phantom._tasks(cfg, 0)[0]
+    task = phantom.scan_tasks(cfg, 0)[0]
     a = phantom.simulate_scan(cfg, 0, task)
     b = phantom.simulate_scan(cfg, 1, task)
     assert not np.array_equal(a["flair"], b["flair"])
@@ -129,7 +125,7 @@ def test_contrast_ratios_follow_the_table(meta):
 
 def test_render_contrast_without_jitter():
     cfg = phantom.make_config("tiny")
-    task = phantom._tasks(cfg, 3)[0]
+    task = phantom.scan_tasks(cfg, 3)[0]
     res = phantom.simulate_scan(cfg, 3, task)
     sub, pv = res["subject"], res["pv"]
     ratios = {"lesion": 1.5, "gm": 1.2, "csf": 0.3}
@@ -170,7 +166,7 @@ def test_rater_agreement_in_sane_range(tiny, meta):
     for scan in load_scans("msseg2016_test", tiny / "msseg2016"):
         cons = _arr(scan.masks["consensus"]) > 0
         raters = [_arr(scan.masks[r]) > 0 for r in scan.raters]
-        assert np.array_equal(cons, consensus_mask(raters, "majority"))
+        assert np.array_equal(cons, combine_masks(raters, method="majority"))
         rc.append(np.mean([dice(r, cons) for r in raters]))
         rr.append(np.mean([dice(a, b) for a, b in itertools.combinations(raters, 2)]))
     assert 0.5 < np.mean(rr) < np.mean(rc) < 0.95
@@ -191,15 +187,15 @@ def test_staple_consensus_option():
     base = np.zeros((10, 10, 10), bool)
     base[3:7, 3:7, 3:7] = True
     masks = [base ^ (rng.random(base.shape) < 0.02) for _ in range(5)]
-    staple = consensus_mask(masks, "staple")
+    staple = combine_masks(masks, method="staple")
     assert dice(staple, base) > 0.9
     with pytest.raises(ValueError):
-        consensus_mask(masks, "mean")
+        combine_masks(masks, method="mean")
 
 
 def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = phantom._run_task
+    real = generate.run_task
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -207,7 +203,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(phantom, "_run_task", failing)
+    monkeypatch.setattr(generate, "run_task", failing)
     out = tmp_path / "crash"
     with pytest.raises(RuntimeError, match="simulated crash"):
         phantom.generate_phantom(out, preset="tiny", workers=1, progress=False)

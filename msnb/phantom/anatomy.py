@@ -1,0 +1,241 @@
+"""Anatomy: the MNI152 tissue templates and each subject's warped copy of them.
+
+The templates are the ICBM152 2009a brain mask and GM/WM probability maps that nilearn
+ships (1 mm); CSF is what the brain mask holds beyond GM and WM, the ventricles are the
+largest CSF components in a central box (docs/phantom.md section 1). A subject is the
+templates under a random scale, rotation, smooth elastic displacement and ventricle
+enlargement, resampled onto the phantom grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from msnb.phantom.config import AnatomyParams, LesionParams
+from msnb.phantom.fields import smooth_field, upsample_smooth
+
+__all__ = ["Subject", "Template", "load_template", "make_subject"]
+
+#: Voxels of margin kept around the brain when cropping the 1 mm templates.
+_CROP_MARGIN = 12
+
+
+@dataclass
+class Template:
+    """The cropped 1 mm templates and the phantom grid they are resampled onto.
+
+    Attributes
+    ----------
+    gm, wm, mask : np.ndarray, float32
+        Tissue fractions and brain mask at 1 mm, cropped, prefiltered for the target grid.
+    dvent : np.ndarray, float32
+        Distance (mm) to the ventricles at 1 mm.
+    origin : np.ndarray, shape (3,)
+        World coordinate (mm) of the 1 mm voxel (0, 0, 0).
+    grid_origin : np.ndarray, shape (3,)
+        World coordinate of the phantom grid's voxel (0, 0, 0).
+    grid_shape : tuple of int
+        Shape of the phantom grid (the brain's bounding box plus 4 mm).
+    voxel_mm : float
+        Isotropic voxel size of the phantom grid.
+    centre : np.ndarray, shape (3,)
+        World coordinate of the brain's centre of mass (the centre of rotation).
+    """
+
+    gm: np.ndarray
+    wm: np.ndarray
+    mask: np.ndarray
+    dvent: np.ndarray
+    origin: np.ndarray
+    grid_origin: np.ndarray
+    grid_shape: tuple[int, int, int]
+    voxel_mm: float
+    centre: np.ndarray
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Voxel-to-world affine of the phantom grid (RAS, axis-aligned)."""
+        aff = np.diag([self.voxel_mm] * 3 + [1.0])
+        aff[:3, 3] = self.grid_origin
+        return aff
+
+
+def _load_mni152():
+    """nilearn's 1 mm brain mask, GM and WM templates (float32) and the mask's affine."""
+    from nilearn import datasets as nds  # heavy import, only when a template is built
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mask_img = nds.load_mni152_brain_mask(resolution=1)
+        gm = np.asarray(nds.load_mni152_gm_template(resolution=1).get_fdata(), np.float32)
+        wm = np.asarray(nds.load_mni152_wm_template(resolution=1).get_fdata(), np.float32)
+    mask = np.asarray(mask_img.get_fdata(), np.float32)
+    return mask, gm, wm, mask_img.affine
+
+
+def _ventricle_distance(csf: np.ndarray, origin: np.ndarray, anatomy: AnatomyParams) -> np.ndarray:
+    """Distance (mm, 1 mm grid) to the largest CSF components inside the ventricle box."""
+    world = [origin[k] + np.arange(csf.shape[k]) for k in range(3)]
+    box = np.ones(csf.shape, bool)
+    for k, (a, b) in enumerate(anatomy.ventricle_box_mm):
+        inside = (world[k] > a) & (world[k] < b)
+        box &= inside.reshape([-1 if j == k else 1 for j in range(3)])
+    labels, _ = ndi.label((csf > anatomy.ventricle_csf) & box)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.argsort(sizes)[::-1][: anatomy.n_ventricle_components] + 1
+    return ndi.distance_transform_edt(~np.isin(labels, keep)).astype(np.float32)
+
+
+@functools.cache
+def load_template(voxel_mm: float, anatomy: AnatomyParams) -> Template:
+    """The templates prepared for a phantom grid of ``voxel_mm`` (cached per process).
+
+    Parameters
+    ----------
+    voxel_mm : float
+        Isotropic voxel size of the phantom grid; the 1 mm templates are smoothed with a
+        Gaussian of FWHM ``sqrt(voxel_mm^2 - 1)`` before resampling.
+    anatomy : AnatomyParams
+        Defines the ventricle search.
+    """
+    mask, gm, wm, aff = _load_mni152()
+    nz = np.argwhere(mask > 0)
+    lo = np.maximum(nz.min(0) - _CROP_MARGIN, 0)
+    hi = np.minimum(nz.max(0) + _CROP_MARGIN + 1, mask.shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    gm, wm, mask = gm[sl], wm[sl], mask[sl]
+    origin = aff[:3, 3] + lo * np.diag(aff)[:3]
+    dvent = _ventricle_distance(np.clip(mask - gm - wm, 0, 1), origin, anatomy)
+    sigma = np.sqrt(max(voxel_mm**2 - 1.0, 0.0)) / 2.355
+    if sigma > 0.1:
+        gm, wm, mask = (ndi.gaussian_filter(a, sigma) for a in (gm, wm, mask))
+    bmin = origin + nz.min(0) - lo - 4
+    bmax = origin + nz.max(0) - lo + 4
+    shape = tuple(int(np.ceil((b - a) / voxel_mm)) + 1 for a, b in zip(bmin, bmax, strict=True))
+    centre = origin + np.argwhere(mask > 0.5).mean(0)
+    return Template(gm, wm, mask, dvent, origin, bmin, shape, float(voxel_mm), centre)
+
+
+@dataclass
+class Subject:
+    """A subject's anatomy on the phantom grid (fractions in [0, 1], distances in mm).
+
+    Attributes
+    ----------
+    wm, gm, csf : np.ndarray, float32, shape (X, Y, Z)
+        Tissue fractions (0 outside the brain).
+    brain, ventricles : np.ndarray, bool
+    dvent : np.ndarray, float32
+        Distance (mm) to the ventricles.
+    affine : np.ndarray, shape (4, 4)
+    voxel_mm : float
+    boundary_noise : np.ndarray, float32
+        Smooth field (mm) added to the lesions' signed distance.
+    texture : np.ndarray, float32
+        Unit-variance field modulating the lesion intensity.
+    """
+
+    wm: np.ndarray
+    gm: np.ndarray
+    csf: np.ndarray
+    brain: np.ndarray
+    ventricles: np.ndarray
+    dvent: np.ndarray
+    affine: np.ndarray
+    voxel_mm: float
+    boundary_noise: np.ndarray
+    texture: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Grid shape."""
+        return self.wm.shape
+
+    def world(self, axis: int) -> np.ndarray:
+        """World coordinates (mm) of the voxel centres along ``axis``."""
+        return self.affine[axis, 3] + self.voxel_mm * np.arange(self.shape[axis])
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _source_coords(
+    tpl: Template, anatomy: AnatomyParams, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """Template voxel coordinates of every grid voxel under a random warp, and its scale."""
+    v = tpl.voxel_mm
+    shape = tpl.grid_shape
+    scale = 1.0 + rng.uniform(-1, 1) * anatomy.scale_pct / 100.0
+    rot = _rotation(np.deg2rad(rng.uniform(-1, 1, 3) * anatomy.rotation_deg))
+    inv = np.linalg.inv(rot * scale)
+    # elastic displacement on a coarse grid
+    coarse = tuple(int(np.ceil(s * v / anatomy.elastic_spacing_mm)) + 2 for s in shape)
+    disp = rng.standard_normal((3, *coarse))
+    disp = np.stack([upsample_smooth(d, shape) for d in disp])
+    norm = np.sqrt((disp**2).sum(0)).max()
+    disp *= anatomy.elastic_mm * rng.uniform(0.5, 1.0) / max(norm, 1e-6)
+    axes = [tpl.grid_origin[k] + v * np.arange(shape[k]) - tpl.centre[k] for k in range(3)]
+    coords = np.empty((3, *shape), np.float32)
+    for i in range(3):
+        acc = np.full(shape, tpl.centre[i] - tpl.origin[i], np.float32)
+        for j in range(3):
+            acc += (
+                (inv[i, j] * axes[j])
+                .astype(np.float32)
+                .reshape([-1 if k == j else 1 for k in range(3)])
+            )
+        coords[i] = acc + disp[i]
+    return coords, scale
+
+
+def make_subject(
+    tpl: Template, anatomy: AnatomyParams, lesions: LesionParams, rng: np.random.Generator
+) -> Subject:
+    """Warp the templates into one subject (scale, rotation, elastic, ventricle dilation).
+
+    Parameters
+    ----------
+    tpl : Template
+        From :func:`load_template`.
+    anatomy : AnatomyParams
+    lesions : LesionParams
+        Amplitude and correlation of the subject's lesion boundary noise and texture.
+    rng : numpy.random.Generator
+    """
+    coords, scale = _source_coords(tpl, anatomy, rng)
+    dil = rng.uniform(*anatomy.ventricle_dilation_mm)
+
+    def sample(a: np.ndarray, cval: float = 0.0) -> np.ndarray:
+        return ndi.map_coordinates(a, coords, order=1, cval=cval, prefilter=False).astype(
+            np.float32
+        )
+
+    gm, wm, maskf = sample(tpl.gm), sample(tpl.wm), sample(tpl.mask)
+    dv = sample(tpl.dvent, cval=100.0)
+    brain = maskf >= 0.5
+    vent_frac = np.clip(dil + 1.0 - dv, 0.0, 1.0) * brain
+    gm *= 1 - vent_frac
+    wm *= 1 - vent_frac
+    gm *= brain
+    wm *= brain
+    csf = np.clip(np.where(brain, np.maximum(maskf, vent_frac) - gm - wm, 0.0), 0, 1).astype(
+        np.float32
+    )
+    ventricles = (vent_frac >= 0.5) & brain
+    dvent = np.maximum(dv - dil - 0.5, 0.0).astype(np.float32) * scale
+    shape, v = tpl.grid_shape, tpl.voxel_mm
+    amp = rng.uniform(*lesions.boundary_amplitude_mm)
+    bnoise = smooth_field(shape, v, lesions.boundary_corr_mm, rng) * amp
+    texture = smooth_field(shape, v, lesions.texture_corr_mm, rng)
+    return Subject(wm, gm, csf, brain, ventricles, dvent, tpl.affine, v, bnoise, texture)

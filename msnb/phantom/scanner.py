@@ -1,0 +1,152 @@
+"""The scanner ("center") model: what one scanner does to a subject's noiseless anatomy.
+
+In order (docs/phantom.md section 3): slice thickness, tissue contrast, bias field, Rician
+noise, gamma, intensity scale and bright outliers. Each scan jitters its center's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from msnb.phantom.anatomy import Subject
+from msnb.phantom.config import CenterParams, JitterParams, LesionParams
+from msnb.phantom.fields import upsample_smooth
+
+__all__ = ["apply_center", "jitter_center", "measure_contrast", "render_contrast"]
+
+
+def render_contrast(
+    sub: Subject,
+    pv: np.ndarray,
+    zmap: np.ndarray,
+    ratios: dict[str, float],
+    lesions: LesionParams,
+) -> np.ndarray:
+    """Step 2 of the center model: ``S = sum_k f_k mu_k`` (WM = 1), lesions on top.
+
+    ``ratios`` holds ``lesion``, ``gm`` and ``csf`` (to WM). Lesion voxels get
+    ``S (1 + (r - 1) PV)`` with ``r = lesion + ratio_sd * z`` per lesion plus texture.
+    """
+    s = sub.wm + ratios["gm"] * sub.gm + ratios["csf"] * sub.csf
+    r = ratios["lesion"] + lesions.ratio_sd * zmap + lesions.texture_sd * sub.texture
+    return (s * (1.0 + (r - 1.0) * pv)).astype(np.float32)
+
+
+def measure_contrast(image: np.ndarray, sub: Subject, pv: np.ndarray) -> dict[str, float]:
+    """Median lesion/WM and GM/WM ratios of an image (pure-tissue voxels).
+
+    WM: ``wm >= 0.95`` and no lesion; GM: ``gm >= 0.9`` mixed with WM only (``csf <= 0.02``;
+    the 0.5 % purest GM voxels when there are too few on a coarse grid); lesion:
+    ``PV >= 0.95`` with ``wm >= 0.9``.
+    """
+    clean = pv < 0.01
+    wm_ref = float(np.median(image[(sub.wm >= 0.95) & clean]))
+    gm_sel = (sub.gm >= 0.9) & (sub.csf <= 0.02) & clean
+    if gm_sel.sum() < 50:
+        thr = np.quantile(sub.gm[sub.brain], 0.995)
+        gm_sel = (sub.gm >= thr) & clean
+    les_sel = (pv >= 0.95) & (sub.wm >= 0.9)
+    out = {"gm_wm": float(np.median(image[gm_sel])) / wm_ref, "lesion_wm": float("nan")}
+    if les_sel.any():
+        out["lesion_wm"] = float(np.median(image[les_sel])) / wm_ref
+    return out
+
+
+def _resample_z(vol: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``vol`` at the (fractional) z indices ``z``."""
+    grid = np.meshgrid(*[np.arange(s) for s in vol.shape[:2]], z, indexing="ij")
+    return ndi.map_coordinates(vol, grid, order=1, mode="nearest")
+
+
+def _slice_thickness(vol: np.ndarray, voxel_mm: float, slice_mm: float) -> np.ndarray:
+    """Blur along z with FWHM ``sqrt(slice^2 - voxel^2)``, sample slices, interpolate back."""
+    if slice_mm <= voxel_mm * 1.001:
+        return vol
+    sigma = np.sqrt(slice_mm**2 - voxel_mm**2) / 2.355 / voxel_mm
+    blurred = ndi.gaussian_filter1d(vol, sigma, axis=2, mode="nearest")
+    n = vol.shape[2]
+    m = max(int(round(n * voxel_mm / slice_mm)), 2)
+    down = _resample_z(blurred, np.linspace(0, n - 1, m))
+    return _resample_z(down, np.linspace(0, m - 1, n)).astype(np.float32)
+
+
+def jitter_center(c: CenterParams, j: JitterParams, rng: np.random.Generator) -> dict:
+    """One scan's values of its center: ``gamma``, ``lesion``, ``gm``, ``csf``, ``noise``.
+
+    ``noise`` is the Rician SD as a fraction of the WM signal.
+    """
+    return {
+        "gamma": c.gamma * float(np.exp(rng.normal(0.0, j.gamma_log_sd))),
+        "lesion": c.lesion_ratio + rng.uniform(-j.ratio, j.ratio),
+        "gm": c.gm_ratio + rng.uniform(-j.ratio, j.ratio),
+        "csf": c.csf_ratio + rng.uniform(-j.ratio, j.ratio),
+        "noise": c.noise_pct / 100.0 * (1.0 + rng.uniform(-j.noise_rel, j.noise_rel)),
+    }
+
+
+def _bias_field(
+    sub: Subject, center: CenterParams, jitter: JitterParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Multiplicative bias: a smooth log field scaled to the center's INU peak-to-peak."""
+    g = jitter.bias_grid
+    logb = upsample_smooth(rng.normal(0.0, jitter.bias_sd, (g, g, g)), sub.shape)
+    inside = logb[sub.brain]
+    span = float(inside.max() - inside.min()) or 1.0
+    p2p = center.inu_pct / 100.0
+    target = np.log((1 + p2p / 2) / (1 - p2p / 2))
+    return np.exp((logb - inside.mean()) * target / span).astype(np.float32)
+
+
+def _scale_and_outliers(
+    img: np.ndarray, sub: Subject, pv: np.ndarray, center: CenterParams, rng
+) -> np.ndarray:
+    """Multiply by the center's units and set a fraction of brain voxels to k x WM."""
+    img = img * center.scale
+    wm_level = float(np.median(img[(sub.wm >= 0.9) & (pv < 0.01)]))
+    brain_idx = np.flatnonzero(sub.brain.ravel())
+    n_out = int(round(center.outlier_fraction * brain_idx.size))
+    if n_out:
+        img.ravel()[rng.choice(brain_idx, size=n_out, replace=False)] = center.outlier_k * wm_level
+    return img
+
+
+def apply_center(
+    sub: Subject,
+    pv: np.ndarray,
+    zmap: np.ndarray,
+    center: CenterParams,
+    lesions: LesionParams,
+    jitter: JitterParams,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict]:
+    """The center model of docs/phantom.md section 3, in order.
+
+    1 slice thickness (on the tissue and lesion fractions), 2 contrast, 3 bias field,
+    4 Rician noise, 5 gamma, 6 scale and bright outliers. The image is 0 outside the brain
+    and at least the smallest positive float32 inside.
+
+    Returns
+    -------
+    image : np.ndarray, float32, shape (X, Y, Z)
+    jitter : dict
+        The scan's center values (:func:`jitter_center`).
+    """
+    jit = jitter_center(center, jitter, rng)
+    v = sub.voxel_mm
+    wm, gm, csf = (_slice_thickness(a, v, center.slice_mm) for a in (sub.wm, sub.gm, sub.csf))
+    blurred = dataclasses.replace(sub, wm=wm, gm=gm, csf=csf)
+    pv_b = _slice_thickness(pv, v, center.slice_mm)
+    img = render_contrast(blurred, pv_b, zmap, jit, lesions)
+    img = img * _bias_field(sub, center, jitter, rng)
+    # Rician noise
+    n1 = rng.standard_normal(sub.shape, dtype=np.float32) * jit["noise"]
+    n2 = rng.standard_normal(sub.shape, dtype=np.float32) * jit["noise"]
+    img = np.sqrt((img + n1) ** 2 + n2**2)
+    img = np.where(sub.brain, img, 0.0).astype(np.float32)
+    img = (img / img[sub.brain].max()) ** jit["gamma"]
+    img = _scale_and_outliers(img, sub, pv, center, rng)
+    img = np.where(sub.brain, np.maximum(img, np.finfo(np.float32).tiny), 0.0)
+    return img.astype(np.float32), jit
