@@ -92,6 +92,11 @@ class Bundle:
         return float(self.meta.get("min_brain_fraction", 0.05))
 
     @property
+    def slice_crop(self) -> str:
+        """How axial planes are cropped before the resize (:func:`msnb.slices.compute_geometry`)."""
+        return str(self.meta.get("slice_crop", "brain"))
+
+    @property
     def config(self) -> dict:
         return dict(self.meta.get("config", {}))
 

@@ -84,6 +84,9 @@ class Scan:
         Lesion masks by name: ``consensus``, ``rater1`` ... ``raterK``.
     brain_mask : Path or None
         Brain mask, when the dataset ships one.
+    n4 : bool, default False
+        Apply N4 bias-field correction to the FLAIR when it is loaded
+        (:func:`msnb.preprocess.load_flair`); a per-dataset setting of a study.
     """
 
     dataset: str
@@ -93,6 +96,7 @@ class Scan:
     flair: Path
     masks: dict[str, Path] = field(default_factory=dict, hash=False)
     brain_mask: Path | None = None
+    n4: bool = False
 
     @property
     def scan_id(self) -> str:

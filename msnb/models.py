@@ -20,6 +20,7 @@ from msnb.recipe import ARCHITECTURES, canonical_architecture
 __all__ = [
     "WeightsUnavailableError",
     "build_model",
+    "describe_weights",
     "count_parameters",
     "weighted_bce_with_logits",
 ]
@@ -140,6 +141,18 @@ def build_model(
     if in_channels != 3:
         model.encoder.set_in_channels(in_channels, pretrained=True)
     return model
+
+
+def describe_weights(encoder_weights: str | os.PathLike | None) -> dict:
+    """What a model's encoder started from, for its bundle: the setting and, for a local
+    weights file, its resolved path and SHA-256 (so a bundle names the exact file)."""
+    if encoder_weights is None or str(encoder_weights) == "imagenet":
+        return {"encoder_weights": encoder_weights}
+    import hashlib
+
+    path = Path(encoder_weights).expanduser().resolve()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return {"encoder_weights": str(path), "sha256": digest}
 
 
 def weighted_bce_with_logits(

@@ -20,6 +20,7 @@ with every model bundle and reused unchanged at inference.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -27,8 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from msnb.nifti import load_image
-from msnb.preprocess import load_brain
+from msnb.nifti import NiftiError, load_image, load_mask
+from msnb.preprocess import compute_brain_mask, load_flair
 
 __all__ = [
     "IDENTITY",
@@ -42,6 +43,7 @@ __all__ = [
     "ZScoreNormalizer",
     "average_ranks",
     "build_reference",
+    "build_template_reference",
     "compare_normalizations",
     "distribution_distance",
     "get_normalizer",
@@ -128,6 +130,41 @@ def build_reference(
         lo, hi = ref[0], ref[-1]
         ref = (ref - lo) / (hi - lo) if hi > lo else np.zeros_like(ref)
     return np.maximum.accumulate(ref)
+
+
+def build_template_reference(
+    flair: str | os.PathLike,
+    brain_mask: str | os.PathLike | None = None,
+    *,
+    n_quantiles: int = N_QUANTILES,
+) -> np.ndarray:
+    """The quantile reference of one template scan (the paper's fixed template).
+
+    Every model normalized with it maps its scans onto the same distribution, whatever it
+    was trained on (the authors' code uses the brain-extracted MSSEG-2016 training scan of
+    center 08, patient 03).
+
+    Parameters
+    ----------
+    flair : path-like
+        The template FLAIR (NIfTI).
+    brain_mask : path-like, optional
+        Its brain mask; computed from the (skull-stripped) image when missing.
+    n_quantiles : int, default 1024
+
+    Returns
+    -------
+    np.ndarray of float64, shape (n_quantiles,)
+    """
+    image = load_image(flair)
+    if brain_mask:
+        brain = load_mask(brain_mask, reference=image, binarize=True, what="template brain mask")
+        brain = brain.data
+    else:
+        brain = compute_brain_mask(image.data)
+    if not brain.any():
+        raise NiftiError(image.path, "template brain mask is empty")
+    return build_reference([(image.data, brain)], n_quantiles=n_quantiles)
 
 
 def _rank_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -408,8 +445,8 @@ def compare_normalizations(
     rng = np.random.default_rng(seed)
     loaded = []
     for s in tqdm(chosen, desc="loading", disable=not progress):
-        flair = load_image(s.flair)
-        loaded.append((s, flair.data, load_brain(s, flair)))
+        flair, brain = load_flair(s)
+        loaded.append((s, flair.data, brain))
     if "quantile" in methods and reference is None:
         reference = build_reference([(img, br) for _, img, br in loaded])
     normalizers = {

@@ -27,7 +27,7 @@ from msnb.docs import fill_doc
 from msnb.files import atomic_path
 from msnb.metrics import RESULT_COLUMNS, compute_metrics, lesion_table
 from msnb.nifti import NiftiError, Volume, load_image, load_mask, save_image, save_mask
-from msnb.preprocess import compute_brain_mask, load_brain
+from msnb.preprocess import compute_brain_mask, load_flair
 from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
 __all__ = [
@@ -170,7 +170,7 @@ def predict_volume(
     image = bundle.normalizer(flair.data, brain)
     t["normalize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    geom = compute_geometry(brain, bundle.size)
+    geom = compute_geometry(brain, bundle.size, crop=bundle.slice_crop)
     zs = brain_slices(brain, min_brain_fraction=bundle.min_brain_fraction)
     planes = to_model_plane(image[:, :, zs], geom)
     t["slice"] = time.perf_counter() - t0
@@ -199,9 +199,9 @@ def predict_volume(
 
 
 def predict_scan(scan, bundle: Bundle | str | os.PathLike, **options) -> Prediction:
-    """Predict a dataset scan (its brain mask read or computed by :func:`msnb.preprocess.load_brain`)."""
-    flair = load_image(scan.flair)
-    return predict_volume(flair, bundle, brain=load_brain(scan, flair), **options)
+    """Predict a dataset scan, read with its dataset's preprocessing (:func:`msnb.preprocess.load_flair`)."""
+    flair, brain = load_flair(scan)
+    return predict_volume(flair, bundle, brain=brain, **options)
 
 
 @fill_doc

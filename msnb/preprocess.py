@@ -6,11 +6,12 @@ import numpy as np
 from scipy import ndimage
 
 from msnb.datasets import Scan
-from msnb.nifti import NiftiError, Volume, load_mask
+from msnb.nifti import NiftiError, Volume, load_image, load_mask
 
 __all__ = [
     "SKULL_STRIPPED_BACKGROUND",
     "compute_brain_mask",
+    "load_flair",
     "load_brain",
     "n4_correct",
 ]
@@ -88,7 +89,12 @@ def load_brain(scan: Scan, flair: Volume) -> np.ndarray:
 
 
 def n4_correct(
-    image: np.ndarray, brain: np.ndarray, *, shrink: int = 2, iterations: int = 50
+    image: np.ndarray,
+    brain: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    shrink: int = 2,
+    iterations: int = 50,
 ) -> np.ndarray:
     """N4 bias-field correction with SimpleITK, inside the brain mask.
 
@@ -96,15 +102,26 @@ def n4_correct(
     ----------
     image : np.ndarray, shape (X, Y, Z)
     brain : np.ndarray of bool, shape (X, Y, Z)
+    spacing : (float, float, float), default (1, 1, 1)
+        Voxel size in mm along X, Y, Z (:attr:`msnb.nifti.Volume.zooms`): N4's B-spline
+        field is fitted in physical space, so anisotropic voxels need their true spacing.
     shrink : int, default 2
         Downsampling factor for estimating the field (then applied at full resolution).
     iterations : int, default 50
         Iterations per fitting level (4 levels).
+
+    Returns
+    -------
+    np.ndarray of float32, shape (X, Y, Z)
+        The corrected image, 0 outside the brain.
     """
     import SimpleITK as sitk
 
+    # SimpleITK's array order is (Z, Y, X): its spacing is the reverse of ours
     img = sitk.GetImageFromArray(np.asarray(image, dtype=np.float32))
-    msk = sitk.GetImageFromArray(brain.astype(np.uint8))
+    img.SetSpacing([float(z) for z in reversed(spacing)])
+    msk = sitk.GetImageFromArray(np.asarray(brain, dtype=np.uint8))
+    msk.CopyInformation(img)
     small_img = sitk.Shrink(img, [shrink] * 3)
     small_msk = sitk.Shrink(msk, [shrink] * 3)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
@@ -113,5 +130,24 @@ def n4_correct(
     log_field = corrector.GetLogBiasFieldAsImage(img)
     corrected = img / sitk.Exp(log_field)
     out = sitk.GetArrayFromImage(corrected).astype(np.float32)
-    out[~brain] = 0
+    out[~np.asarray(brain, dtype=bool)] = 0
     return out
+
+
+def load_flair(scan: Scan) -> tuple[Volume, np.ndarray]:
+    """A scan's FLAIR (canonical) and brain mask, N4-corrected when ``scan.n4`` is set.
+
+    The one way msnb reads a scan's image for slicing, normalization references and
+    prediction, so that a dataset's preprocessing is the same in training and testing.
+
+    Returns
+    -------
+    (Volume, np.ndarray of bool)
+        The FLAIR (``data`` corrected in place of the stored intensities when N4 applies)
+        and the brain mask (:func:`load_brain`), both on the canonical grid.
+    """
+    flair = load_image(scan.flair)
+    brain = load_brain(scan, flair)
+    if scan.n4:
+        flair.data = n4_correct(flair.data, brain, spacing=flair.zooms)
+    return flair, brain

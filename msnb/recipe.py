@@ -21,10 +21,26 @@ from dataclasses import asdict, dataclass, fields
 
 from msnb.device import AUTOCAST_MODES
 
-__all__ = ["ARCHITECTURES", "TrainConfig", "canonical_architecture", "model_id_for"]
+__all__ = [
+    "ARCHITECTURES",
+    "REFERENCES",
+    "SELECTION_METRICS",
+    "SLICE_CROPS",
+    "TrainConfig",
+    "canonical_architecture",
+    "model_id_for",
+]
 
+SLICE_CROPS = ("brain", "none")  # msnb.slices.compute_geometry
+SELECTION_METRICS = ("pooled_dice", "mean_slice_dice")
+REFERENCES = ("training", "template")
 ARCHITECTURES = {"unetplusplus": "UnetPlusPlus", "unet": "Unet"}
 _ALIASES = {"unet++": "unetplusplus", "unetpp": "unetplusplus", "unetplusplus": "unetplusplus"}
+
+
+def _one_of(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 def canonical_architecture(name: str) -> str:
@@ -78,7 +94,25 @@ class TrainConfig:
     max_slices_per_epoch : int or None, default None
         Random subset of training slices per epoch (for quick runs).
     min_brain_fraction : float, default 0.05
-        Slices kept (see :func:`msnb.slices.brain_slices`).
+        Slices kept (see :func:`msnb.slices.brain_slices`); 0 keeps every slice with any
+        brain voxel (the paper).
+    slice_crop : {"brain", "none"}, default "brain"
+        ``"brain"``: axial planes cropped to the brain's bounding box before the resize to
+        S; ``"none"``: whole planes resized (the paper). See :func:`msnb.slices.compute_geometry`.
+    lr_step_epochs : int or None, default None
+        Multiply the learning rate by ``lr_gamma`` every ``lr_step_epochs`` epochs
+        (PyTorch's ``StepLR``; the authors' code: 20); None keeps it constant.
+    lr_gamma : float, default 0.5
+    selection_metric : {"pooled_dice", "mean_slice_dice"}, default "pooled_dice"
+        Validation score that picks the checkpoint: Dice pooled over all validation
+        slices, or the mean of per-slice Dice (a slice with empty truth and prediction
+        scores 1, as smp's epsilon-smoothed Dice of the authors' code gives).
+    normalization_reference : {"training", "template"}, default "training"
+        Quantile reference built from the training split's volumes, or from one
+        template scan (``template``) for every model (the paper).
+    template, template_brain_mask : str or None, default None
+        The template FLAIR file for ``normalization_reference="template"`` and its brain
+        mask (None: computed from the skull-stripped template).
     progress : bool, default True
         tqdm progress bar per epoch.
     """
@@ -106,6 +140,13 @@ class TrainConfig:
     time_budget_s: float | None = None
     max_slices_per_epoch: int | None = None
     min_brain_fraction: float = 0.05
+    slice_crop: str = "brain"
+    lr_step_epochs: int | None = None
+    lr_gamma: float = 0.5
+    selection_metric: str = "pooled_dice"
+    normalization_reference: str = "training"
+    template: str | None = None
+    template_brain_mask: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -117,6 +158,15 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be at least 1")
         if self.autocast not in AUTOCAST_MODES:
             raise ValueError(f"autocast must be auto, bf16, fp16 or none, got {self.autocast!r}")
+        _one_of("slice_crop", self.slice_crop, SLICE_CROPS)
+        _one_of("selection_metric", self.selection_metric, SELECTION_METRICS)
+        _one_of("normalization_reference", self.normalization_reference, REFERENCES)
+        if self.lr_step_epochs is not None and self.lr_step_epochs < 1:
+            raise ValueError(
+                f"lr_step_epochs must be at least 1 or None, got {self.lr_step_epochs}"
+            )
+        if self.normalization_reference == "template" and not self.template:
+            raise ValueError("normalization_reference 'template' needs the template FLAIR file")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -132,10 +182,19 @@ class TrainConfig:
         """Build from a notebook's parameters (e.g. ``globals()``).
 
         Unknown names are ignored; for the optional settings (``encoder_weights``,
-        ``time_budget_s``, ``max_slices_per_epoch``, ``num_threads``) an empty string or 0
-        means None, so that notebook parameters can keep a type-evident literal.
+        ``time_budget_s``, ``max_slices_per_epoch``, ``num_threads``, ``lr_step_epochs``,
+        ``template``, ``template_brain_mask``) an empty string or 0 means None, so that
+        notebook parameters can keep a type-evident literal.
         """
-        optional = {"encoder_weights", "time_budget_s", "max_slices_per_epoch", "num_threads"}
+        optional = {
+            "encoder_weights",
+            "time_budget_s",
+            "max_slices_per_epoch",
+            "num_threads",
+            "lr_step_epochs",
+            "template",
+            "template_brain_mask",
+        }
         values = {
             k: (None if k in optional and v in ("", 0, 0.0) else v)
             for k, v in params.items()

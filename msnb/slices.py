@@ -30,14 +30,15 @@ from scipy import ndimage
 from msnb import __version__
 from msnb.datasets import Scan, load_label
 from msnb.files import atomic_path
-from msnb.nifti import load_image
 from msnb.normalize import IDENTITY, Normalizer
 from msnb.paths import cache_root
-from msnb.preprocess import load_brain
+from msnb.preprocess import load_flair
+from msnb.recipe import SLICE_CROPS
 
 __all__ = [
     "Geometry",
     "PreparedScan",
+    "SLICE_CROPS",
     "STORE_FORMAT",
     "SliceDataset",
     "SliceStore",
@@ -74,7 +75,9 @@ class Geometry:
         return (self.side - (self.x1 - self.x0)) // 2, (self.side - (self.y1 - self.y0)) // 2
 
 
-def compute_geometry(brain: np.ndarray, size: int, *, margin: int = 4) -> Geometry:
+def compute_geometry(
+    brain: np.ndarray, size: int, *, margin: int = 4, crop: str = "brain"
+) -> Geometry:
     """Geometry of a scan from its brain mask.
 
     Parameters
@@ -84,9 +87,18 @@ def compute_geometry(brain: np.ndarray, size: int, *, margin: int = 4) -> Geomet
         Side of the model's input plane, S.
     margin : int, default 4
         Voxels added around the brain bounding box (clipped to the volume).
+    crop : {"brain", "none"}, default "brain"
+        ``"brain"``: the axial plane is cropped to the brain's bounding box (plus
+        ``margin``) before it is padded square and resized to S; ``"none"``: the whole
+        axial plane is padded square and resized (the paper's whole-slice resize).
     """
     if not brain.any():
         raise ValueError("empty brain mask: cannot place slices")
+    if crop == "none":
+        nx, ny = brain.shape[:2]
+        return Geometry(0, nx, 0, ny, max(nx, ny), int(size))
+    if crop != "brain":
+        raise ValueError(f"slice crop must be one of {', '.join(SLICE_CROPS)}, got {crop!r}")
     xs = np.flatnonzero(brain.any(axis=(1, 2)))
     ys = np.flatnonzero(brain.any(axis=(0, 2)))
     x0, x1 = max(int(xs[0]) - margin, 0), min(int(xs[-1]) + 1 + margin, brain.shape[0])
@@ -185,8 +197,7 @@ def prepare_scan(
     label : str or None, default "consensus"
         Label to load (see :func:`msnb.datasets.label_sources`); None for no label.
     """
-    flair = load_image(scan.flair)
-    brain = load_brain(scan, flair)
+    flair, brain = load_flair(scan)
     lab = None if label is None else load_label(scan, label, reference=flair).data
     image = normalizer(flair.data, brain).astype(np.float32, copy=False)
     return PreparedScan(scan, flair, brain, image, lab)
@@ -206,8 +217,13 @@ def store_key(
     size: int,
     normalizer: Normalizer,
     min_brain_fraction: float,
+    crop: str = "brain",
 ) -> str:
-    """Cache key of a slice store: inputs (path, size, mtime), label, normalization, size, code."""
+    """Cache key of a slice store: inputs (path, size, mtime), label, normalization, size, code.
+
+    Settings at their defaults (crop ``"brain"``, no N4) leave the key as it was before
+    they existed, so caches stay valid.
+    """
     spec = {
         "format": STORE_FORMAT,
         "msnb": __version__,
@@ -218,9 +234,12 @@ def store_key(
         "scans": [
             [s.scan_id, s.center, _file_identity(s.flair), _file_identity(s.brain_mask)]
             + [[n, _file_identity(p)] for n, p in sorted(s.masks.items())]
+            + (["n4"] if s.n4 else [])
             for s in scans
         ],
     }
+    if crop != "brain":
+        spec["crop"] = crop
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -273,6 +292,7 @@ def build_slice_store(
     normalizer: Normalizer = IDENTITY,
     cache_dir: str | os.PathLike | None = None,
     min_brain_fraction: float = 0.05,
+    crop: str = "brain",
     progress: bool = True,
 ) -> SliceStore:
     """Build (or reuse) the slice store of ``scans``.
@@ -289,6 +309,8 @@ def build_slice_store(
         Folder holding stores (default :func:`msnb.paths.cache_root` / ``slices``).
     min_brain_fraction : float, default 0.05
         See :func:`brain_slices`.
+    crop : {"brain", "none"}, default "brain"
+        See :func:`compute_geometry`.
     progress : bool, default True
         Show a progress bar.
 
@@ -299,7 +321,12 @@ def build_slice_store(
     if not scans:
         raise ValueError("no scans to slice")
     key = store_key(
-        scans, label=label, size=size, normalizer=normalizer, min_brain_fraction=min_brain_fraction
+        scans,
+        label=label,
+        size=size,
+        normalizer=normalizer,
+        min_brain_fraction=min_brain_fraction,
+        crop=crop,
     )
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "slices"
     final = root / key
@@ -313,7 +340,7 @@ def build_slice_store(
         with open(tmp / "images.f32", "wb") as fimg, open(tmp / "masks.u8", "wb") as fmsk:
             for scan in tqdm(scans, desc=f"slicing {len(scans)} scans", disable=not progress):
                 prep = prepare_scan(scan, normalizer=normalizer, label=label)
-                geom = compute_geometry(prep.brain, size)
+                geom = compute_geometry(prep.brain, size, crop=crop)
                 zs = brain_slices(prep.brain, min_brain_fraction=min_brain_fraction)
                 img = to_model_plane(prep.image[:, :, zs], geom)
                 msk = to_model_plane(prep.label[:, :, zs].astype(np.float32), geom) >= 0.5

@@ -10,10 +10,15 @@ notebook parameter says about a dataset:
   for the study, the notebooks and the tests);
 - nothing: a dataset of :data:`msnb.datasets.DATASETS` under a data root, or under the
   phantom when there is no data root.
+
+Either spec may add ``"n4": true``: the dataset's FLAIRs are N4-corrected whenever they are
+read (:func:`msnb.preprocess.load_flair`), in training and in testing alike (the authors
+correct 3D-MR-MS only).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,10 +93,11 @@ def resolve_dataset(
     %(phantom_seed)s
     %(progress)s
     """
+    extra = {"n4": True} if spec is not None and spec.get("n4") else {}
     if spec is not None and "phantom" not in spec:
-        out = dict(spec)
+        out = {k: v for k, v in spec.items() if k != "n4"}
         out["options"] = dict(out.get("options") or {})
-        return out
+        return {**out, **extra}
     _known(name)
     info = DATASETS[name]
     if spec is not None:
@@ -100,7 +106,7 @@ def resolve_dataset(
         root = Path(data_root).expanduser()
     else:
         root = ensure_phantom(phantom, seed, progress=progress)
-    return {"adapter": info.adapter, "root": str(root / info.folder), "options": {}}
+    return {"adapter": info.adapter, "root": str(root / info.folder), "options": {}, **extra}
 
 
 @fill_doc
@@ -161,8 +167,14 @@ def dataset_folder(
 
 
 def load_datasets(specs: Mapping[str, Mapping]) -> list[Scan]:
-    """All scans of resolved datasets (see :func:`resolve_datasets`), in order."""
+    """All scans of resolved datasets (see :func:`resolve_datasets`), in order.
+
+    A spec with ``"n4": true`` marks its scans for N4 correction (``Scan.n4``).
+    """
     scans: list[Scan] = []
     for spec in specs.values():
-        scans.extend(load_scans(spec["adapter"], spec["root"], **(spec.get("options") or {})))
+        found = load_scans(spec["adapter"], spec["root"], **(spec.get("options") or {}))
+        if spec.get("n4"):
+            found = [dataclasses.replace(s, n4=True) for s in found]
+        scans.extend(found)
     return scans

@@ -28,12 +28,11 @@ from msnb.datasets import Scan
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups, seed_everything
 from msnb.masks import lesion_slices
-from msnb.models import build_model, weighted_bce_with_logits
-from msnb.nifti import load_image
-from msnb.normalize import build_reference, get_normalizer
+from msnb.models import build_model, describe_weights, weighted_bce_with_logits
+from msnb.normalize import build_reference, build_template_reference, get_normalizer
 from msnb.paths import cache_root
 from msnb.predict import infer_slices
-from msnb.preprocess import load_brain
+from msnb.preprocess import load_flair
 from msnb.recipe import TrainConfig
 from msnb.slices import build_slice_store, split_by_patient
 from msnb.sources import load_datasets, resolve_datasets
@@ -109,14 +108,24 @@ class TrainResult:
 
 
 def build_normalizer(scans: Sequence[Scan], config: TrainConfig, *, progress: bool = False):
-    """The normalizer of a training run; a quantile reference from ``scans``' volumes."""
+    """The normalizer of a training run.
+
+    Quantile normalization maps onto a reference built from ``scans``' volumes (the
+    training split), or onto the template scan's distribution when
+    ``config.normalization_reference`` is ``"template"``.
+    """
     if config.normalization.lower() != "quantile":
         return get_normalizer(config.normalization)
+    if config.normalization_reference == "template":
+        reference = build_template_reference(
+            config.template, config.template_brain_mask, n_quantiles=config.n_quantiles
+        )
+        return get_normalizer("quantile", reference)
 
     def pairs():
         for s in tqdm(scans, desc="quantile reference", disable=not progress):
-            flair = load_image(s.flair)
-            yield flair.data, load_brain(s, flair)
+            flair, brain = load_flair(s)
+            yield flair.data, brain
 
     return get_normalizer("quantile", build_reference(pairs(), n_quantiles=config.n_quantiles))
 
@@ -147,15 +156,25 @@ def evaluate_slices(
     device: str,
     channels_last: bool,
     autocast: str,
-) -> tuple[float, float]:
-    """Mean loss and pooled Dice of ``model`` on store rows ``indices``."""
+) -> dict[str, float]:
+    """Validation scores of ``model`` on store rows ``indices``.
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean weighted BCE per slice), ``pooled_dice`` (``2 sum|P & T| / (sum|P| +
+        sum|T|)`` over all slices) and ``mean_slice_dice`` (the mean of per-slice Dice, a
+        slice with empty truth and prediction scoring 1); NaN without slices (pooled Dice
+        also NaN when every slice is empty).
+    """
     import torch
 
     if len(indices) == 0:
-        return math.nan, math.nan
+        return {"loss": math.nan, "pooled_dice": math.nan, "mean_slice_dice": math.nan}
     model.eval()
     inter = total = 0.0
     loss_sum = 0.0
+    slice_dice_sum = 0.0
     with torch.no_grad():
         for b in _batches(indices, max(config.batch_size, 32)):
             x, y = _load_batch(store, b, device, channels_last)
@@ -167,8 +186,15 @@ def evaluate_slices(
             pred = (torch.sigmoid(logits.float()) >= config.threshold).float()
             inter += float((pred * y).sum())
             total += float(pred.sum() + y.sum())
-    dice = 2 * inter / total if total > 0 else math.nan
-    return loss_sum / len(indices), dice
+            s_inter = (pred * y).sum(dim=(1, 2, 3))
+            s_total = (pred + y).sum(dim=(1, 2, 3))
+            per_slice = torch.where(s_total > 0, 2 * s_inter / s_total.clamp(min=1), 1.0)
+            slice_dice_sum += float(per_slice.sum())
+    return {
+        "loss": loss_sum / len(indices),
+        "pooled_dice": 2 * inter / total if total > 0 else math.nan,
+        "mean_slice_dice": slice_dice_sum / len(indices),
+    }
 
 
 @dataclass
@@ -196,6 +222,7 @@ def _prepare_data(scans: list[Scan], config: TrainConfig, cache_dir) -> _Data:
         normalizer=normalizer,
         cache_dir=cache_dir,
         min_brain_fraction=config.min_brain_fraction,
+        crop=config.slice_crop,
         progress=config.progress,
     )
     train_idx = store.indices_for(train_p)
@@ -215,6 +242,7 @@ class _Run:
     channels_last: bool
     autocast: str
     deadline: float | None  # perf_counter() value past which training stops (time budget)
+    scheduler: object = None  # torch.optim.lr_scheduler.StepLR, or None: constant lr
 
 
 def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float, int, bool]:
@@ -265,8 +293,11 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
         order = rng.permutation(data.train_idx)
         if cfg.max_slices_per_epoch:
             order = order[: cfg.max_slices_per_epoch]
+        lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
         train_loss, seen, stopped = _train_epoch(run, data.store, order, epoch)
-        val_loss, val_dice = evaluate_slices(
+        if run.scheduler is not None:
+            run.scheduler.step()
+        scores = evaluate_slices(
             run.model,
             data.store,
             data.val_idx,
@@ -275,12 +306,15 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
             channels_last=run.channels_last,
             autocast=run.autocast,
         )
+        val_loss, val_dice = scores["loss"], scores[cfg.selection_metric]
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "val_loss": val_loss,
-                "val_dice": val_dice,
+                "val_dice": scores["pooled_dice"],
+                "val_mean_slice_dice": scores["mean_slice_dice"],
+                "lr": lr,
                 "slices": seen,
                 "seconds": time.perf_counter() - t0,
                 "partial": stopped and seen < len(order),
@@ -289,7 +323,8 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
         if cfg.progress:
             print(
                 f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                f"val Dice {val_dice:.4f}"
+                f"val Dice {scores['pooled_dice']:.4f} (mean per slice "
+                f"{scores['mean_slice_dice']:.4f})"
             )
         if _is_better(best, val_dice, val_loss):
             state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
@@ -363,6 +398,10 @@ def train_model(
     )
     budget = config.time_budget_s
     run = _Run(model, opt, config, device, channels_last, autocast, None)
+    if config.lr_step_epochs:
+        run.scheduler = torch.optim.lr_scheduler.StepLR(
+            opt, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+        )
     run.deadline = None if budget is None else time.perf_counter() + budget
     history, best, stopped = _fit(run, data, np.random.default_rng(config.seed))
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
@@ -406,6 +445,8 @@ def write_bundle(
         "train_datasets": datasets,
         "label": cfg.label,
         "min_brain_fraction": cfg.min_brain_fraction,
+        "slice_crop": cfg.slice_crop,
+        "initial_weights": describe_weights(cfg.encoder_weights),
         "config": cfg.to_dict(),
         "train_scans": [s.scan_id for s in scans],
         "train_patients": result.train_patients,
