@@ -40,11 +40,13 @@ def test_settings_are_validated():
 
 @pytest.mark.slow
 def test_lr_steps_down_by_gamma(mrms_root, tmp_path):
-    cfg = TrainConfig(**{**TINY, "epochs": 5, "lr_step_epochs": 2, "lr_gamma": 0.5})
-    r = train_model(load_3dmrms(mrms_root), cfg, cache_dir=tmp_path / "c")
-    assert r.history.lr.tolist() == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
-    constant = train_model(load_3dmrms(mrms_root), TrainConfig(**{**TINY, "epochs": 3}))
-    assert constant.history.lr.tolist() == [1e-3] * 3
+    scans = load_3dmrms(mrms_root)
+    tiny = {**TINY, "max_slices_per_epoch": 4}
+    cfg = TrainConfig(**{**tiny, "epochs": 3, "lr_step_epochs": 1, "lr_gamma": 0.5})
+    r = train_model(scans, cfg, cache_dir=tmp_path / "c")
+    assert r.history.lr.tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    constant = train_model(scans, TrainConfig(**{**tiny, "epochs": 2}), cache_dir=tmp_path / "c")
+    assert constant.history.lr.tolist() == [1e-3] * 2
 
 
 class _Fixed(torch.nn.Module):
