@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from msnb.study import load_study
+from msnb.study.jobs import read_job_record
 
 
 def tree_rss(proc: psutil.Process) -> tuple[int, int]:
@@ -76,9 +77,8 @@ def main() -> None:
     )
     print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     for kind in ("train", "eval", "agreement"):
-        secs = sorted(
-            json.loads(p.read_text())["seconds"] for p in (study.out_dir / kind).glob("*.job.json")
-        )
+        records = [read_job_record(p) for p in (study.out_dir / kind).glob("*.job.json")]
+        secs = sorted(r["seconds"] for r in records if "seconds" in r)
         if secs:
             print(
                 f"{kind}: {len(secs)} notebooks, median {secs[len(secs) // 2]:.1f} s, sum {sum(secs):.0f} s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -11,17 +12,20 @@ import pytest
 import yaml
 
 from msnb.paths import parameters_dir
+from msnb.recipe import TrainConfig, model_id_for
 from msnb.study import (
-    KERNEL,
+    TRAINING_DEFAULTS,
+    TRAINING_KEYS,
     JobSpec,
     StudyError,
     expand_study,
+    job_result,
     job_specs,
-    kernel_manager_class,
     load_study,
-    model_id_for,
     run_job,
 )
+from msnb.study.jobs import read_job_record, write_job_record
+from msnb.study.notebooks import KERNEL, kernel_manager_class
 
 
 def write_study(tmp_path: Path, **changes) -> Path:
@@ -91,7 +95,7 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
         ({"training.learning_rate": 0.1}, r"training.learning_rate: unknown training setting"),
         (
             {"datasets.3dmrms": {"phantom": "huge"}},
-            r"datasets.3dmrms.phantom: unknown preset 'huge'",
+            r"datasets.3dmrms.phantom: unknown phantom preset 'huge'",
         ),
         (
             {"datasets.3dmrms": {"adapter": "nope", "root": "/x"}},
@@ -111,6 +115,15 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
         ),
         ({"experiments.transfer": ["isbi2015"]}, r"experiments.transfer: unknown experiment kind"),
         ({"datasets": None}, r"datasets: expected a non-empty mapping"),
+        ({"training.architecture": "resnet"}, r"training.architecture: unknown architecture"),
+        (
+            {"experiments.labels": {"dataset": ["isbi2015", "3dmrms"]}},
+            r"experiments.labels.dataset: expected one dataset",
+        ),
+        (
+            {"experiments.ablations": [{"name": "x", "change": {"size": 32}, "of": "transfer"}]},
+            r"experiments.ablations\[0\].of: expected some of single, combinations, labels",
+        ),
     ],
 )
 def test_malformed_study_names_the_key(tmp_path, change, message):
@@ -118,6 +131,37 @@ def test_malformed_study_names_the_key(tmp_path, change, message):
     with pytest.raises(StudyError, match=message) as info:
         load_study(path, out_root=tmp_path)
     assert str(path) in str(info.value)
+
+
+def test_study_training_defaults_are_the_recipe():
+    recipe = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert TRAINING_DEFAULTS == {key: recipe[key] for key in TRAINING_KEYS}
+
+
+def test_architecture_aliases_share_a_model(tmp_path):
+    path = write_study(tmp_path, **{"training.architecture": "UNet++"})
+    trains, _ = expand_study(load_study(path, out_root=tmp_path))
+    assert all(
+        "__unetplusplus-resnet18__" in t.model_id for t in trains if "single" in t.experiments
+    )
+
+
+def test_job_records_mark_jobs_done(tmp_path):
+    spec = JobSpec(
+        "eval", "x", tmp_path / "x.ipynb", tmp_path / "o.ipynb", tmp_path / "x.job.json", {"a": 1}
+    )
+    assert not spec.is_done() and read_job_record(spec.record) == {}
+    write_job_record(spec, seconds=1.5)
+    assert spec.is_done() and read_job_record(spec.record)["parameters"] == {"a": 1}
+    assert not JobSpec(**{**vars(spec), "parameters": {"a": 2}}).is_done()
+    assert job_result(spec, "skipped", error="e") == {
+        "name": "x",
+        "kind": "eval",
+        "status": "skipped",
+        "seconds": 0.0,
+        "error": "e",
+        "notebook": str(tmp_path / "o.ipynb"),
+    }
 
 
 def test_paper_study_reads_real_dataset_roots(tmp_path, monkeypatch):

@@ -1,0 +1,139 @@
+"""The grid of a study: its experiments expanded into trainings and evaluations.
+
+:func:`expand_study` turns the experiments the way the paper thinks about them
+(``single``, ``combinations``, ``labels``, ``ablations``) into one training per distinct
+training configuration and one evaluation per (model, test dataset). It expects a study
+checked by :func:`msnb.study.spec.load_study` and checks nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from msnb.datasets import CONSENSUS_FALLBACK
+from msnb.recipe import canonical_architecture, model_id_for
+from msnb.study.spec import LABELS, Study, as_list
+
+__all__ = ["EvalJob", "TrainJob", "expand_study", "training_settings"]
+
+# A plan: (train datasets, settings overrides, test datasets, experiment tag).
+_Plan = tuple[list[str], dict, list[str], str]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training configuration of a study, and the experiments that use its model."""
+
+    model_id: str
+    train_datasets: tuple[str, ...]
+    config: tuple  # sorted (key, value) pairs of the training settings
+    experiments: tuple[str, ...]
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.config)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation: a model on one test dataset, for the experiments listed."""
+
+    model_id: str
+    test_dataset: str
+    experiments: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model_id}__{self.test_dataset}"
+
+
+def expand_study(study: Study) -> tuple[list[TrainJob], list[EvalJob]]:
+    """The jobs of a study: each distinct training configuration once, then its tests.
+
+    Parameters
+    ----------
+    study : Study
+        A study from :func:`msnb.study.spec.load_study` (validated).
+
+    Returns
+    -------
+    (train_jobs, eval_jobs)
+        In a stable order; a model shared by several experiments appears once, with all
+        the experiments that use it.
+    """
+    base = study.training
+    trains: dict[str, dict] = {}
+    evals: dict[tuple[str, str], set] = {}
+    for train, overrides, tests, tag in _plans(study):
+        settings = training_settings(train, {**base, **overrides})
+        mid = model_id_for(train, settings, base)
+        entry = trains.setdefault(mid, {"train": tuple(train), "settings": settings, "tags": []})
+        if tag not in entry["tags"]:
+            entry["tags"].append(tag)
+        for t in tests:
+            evals.setdefault((mid, t), set()).add(tag)
+    train_jobs = [
+        TrainJob(mid, e["train"], tuple(sorted(e["settings"].items())), tuple(e["tags"]))
+        for mid, e in trains.items()
+    ]
+    eval_jobs = [EvalJob(mid, t, tuple(sorted(tags))) for (mid, t), tags in evals.items()]
+    return train_jobs, eval_jobs
+
+
+def training_settings(train_datasets: list[str], settings: dict) -> dict:
+    """The settings a model of ``train_datasets`` is trained with.
+
+    The architecture's canonical name (:func:`msnb.recipe.canonical_architecture`); a
+    dataset without a consensus trained alone uses its rater of
+    :data:`msnb.datasets.CONSENSUS_FALLBACK` for ``consensus``, and naming that rater in the
+    model id lets the ``single`` and ``labels`` experiments train that model once.
+    """
+    settings = {**settings, "architecture": canonical_architecture(settings["architecture"])}
+    fallback = CONSENSUS_FALLBACK.get(train_datasets[0]) if len(train_datasets) == 1 else None
+    if settings["label"] == "consensus" and fallback:
+        settings["label"] = fallback
+    return settings
+
+
+def _plans(study: Study) -> list[_Plan]:
+    """Every (train, overrides, tests, tag) of the experiments, ablations last."""
+    exps = study.experiments
+    plans: list[_Plan] = []
+    for kind, planner in _PLANNERS.items():
+        if kind in exps:
+            plans += planner(study, {}, kind)
+    for abl in exps.get("ablations") or []:
+        for kind in as_list(abl.get("of", ["single"])):
+            plans += _PLANNERS[kind](study, dict(abl["change"]), f"ablation:{abl['name']}")
+    return plans
+
+
+def _single(study: Study, overrides: dict, tag: str) -> list[_Plan]:
+    """One model per dataset, tested on every other dataset of the experiment."""
+    names = as_list(study.experiments["single"])
+    return [([d], overrides, [t for t in names if t != d], tag) for d in names]
+
+
+def _combinations(study: Study, overrides: dict, tag: str) -> list[_Plan]:
+    """One model per combination of training datasets, tested on the listed datasets."""
+    return [
+        (as_list(item["train"]), overrides, as_list(item["test"]), tag)
+        for item in study.experiments["combinations"]
+    ]
+
+
+def _labels(study: Study, overrides: dict, tag: str) -> list[_Plan]:
+    """One model per label of one dataset (default: tested on every other dataset)."""
+    spec = study.experiments["labels"]
+    (dataset,) = as_list(spec["dataset"])
+    labels = spec.get("labels", list(LABELS))
+    test = as_list(spec.get("test") or [d for d in study.datasets if d != dataset])
+    return [([dataset], {**overrides, "label": label}, test, tag) for label in labels]
+
+
+_PLANNERS: dict[str, Callable[[Study, dict, str], list[_Plan]]] = {
+    "single": _single,
+    "combinations": _combinations,
+    "labels": _labels,
+}

@@ -1,0 +1,177 @@
+"""A study's results: ``results.csv`` from its evaluations, and the analyses run on it.
+
+:func:`gather_results` concatenates the per-scan rows of every finished evaluation;
+:func:`analysis_specs` lists the notebooks that read them (``06_statistics``, and
+``05_annotation_agreement`` for each dataset with several raters).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from msnb.datasets import load_scans
+from msnb.files import atomic_path
+from msnb.paths import notebooks_dir
+from msnb.records import read_table
+from msnb.study.jobs import (
+    AGREEMENT_NOTEBOOK,
+    STATS_NOTEBOOK,
+    JobSpec,
+    file_digest,
+    job_specs,
+    notebook_job,
+)
+from msnb.study.spec import Study
+
+__all__ = [
+    "SCAN_DTYPES",
+    "analysis_specs",
+    "estimate",
+    "gather_results",
+    "rater_datasets",
+    "train_centers",
+]
+
+#: Column types of the evaluations' ``scans`` table that pandas would otherwise guess.
+SCAN_DTYPES = {"subject": str, "timepoint": str, "center": str}
+
+
+def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Path | None:
+    """Concatenate every evaluation's per-scan metrics into ``<out>/results.csv`` (atomic).
+
+    Only evaluations whose job record is complete are included, so no partial row appears.
+    Adds ``experiment`` (the study experiments the row serves) and ``train_centers`` (the
+    centers of the model's training scans, to flag unseen centers).
+
+    Parameters
+    ----------
+    study : Study
+    datasets : dict, optional
+        Resolved datasets, to find the training scans' centers (else ``train_centers`` is
+        empty).
+
+    Returns
+    -------
+    Path or None
+        ``results.csv``, or None when no evaluation has finished.
+    """
+    import pandas as pd  # heavy, only when gathering
+
+    frames = []
+    cache: dict = {}
+    for spec in job_specs(study):
+        if spec.kind != "eval" or not spec.record.exists():
+            continue
+        rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
+        if rows is not None:
+            centers = train_centers(Path(spec.parameters["bundle"]), datasets or {}, cache=cache)
+            experiments = ";".join(spec.parameters["experiments"])
+            frames.append(rows.assign(experiment=experiments, train_centers=centers))
+    if not frames:
+        return None
+    table = pd.concat(frames, ignore_index=True)
+    path = study.out_dir / "results.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
+def train_centers(bundle_dir: Path, datasets: dict[str, dict], *, cache: dict | None = None) -> str:
+    """Centers of the scans a bundle was trained on, joined with ``+`` ("" when unknown).
+
+    Parameters
+    ----------
+    bundle_dir : Path
+        A model bundle (its ``bundle.json`` lists ``train_datasets`` and ``train_scans``).
+    datasets : dict
+        Resolved datasets ``{name: {"adapter", "root", "options"}}``.
+    cache : dict, optional
+        ``{dataset: {scan_id: center}}``, filled as datasets are read.
+    """
+    cache = {} if cache is None else cache
+    try:
+        info = json.loads((bundle_dir / "bundle.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return ""
+    centers = set()
+    for name in info.get("train_datasets", []):
+        if name not in datasets or datasets[name].get("adapter") in (None, "?"):
+            return ""
+        if name not in cache:
+            spec = datasets[name]
+            scans = load_scans(spec["adapter"], spec["root"], **spec.get("options", {}))
+            cache[name] = {s.scan_id: s.center for s in scans}
+        centers |= {cache[name][sid] for sid in info.get("train_scans", []) if sid in cache[name]}
+    return "+".join(sorted(centers))
+
+
+def rater_datasets(datasets: dict[str, dict]) -> list[str]:
+    """Study datasets whose scans carry two raters or more (annotation agreement applies)."""
+    out = []
+    for name, spec in datasets.items():
+        if spec.get("options"):
+            continue  # 05_annotation_agreement reads a dataset by adapter and folder only
+        scans = load_scans(spec["adapter"], spec["root"])
+        if any(sum(k.startswith("rater") for k in s.masks) >= 2 for s in scans):
+            out.append(name)
+    return out
+
+
+def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -> list[JobSpec]:
+    """Notebooks run on the grid's results: ``06_statistics`` and ``05_annotation_agreement``.
+
+    Statistics read ``results.csv``; agreement runs once per dataset with several raters
+    (reading ``results.csv`` for Table 5 on the ``labels`` experiment's dataset). Each job's
+    digest includes that of ``results.csv`` where it reads it, so an unchanged study does not
+    rerun them. Missing notebooks are left out.
+    """
+    out = study.out_dir
+    csv_digest = {"results_csv": file_digest(results_csv)}
+    specs = []
+    if (notebooks_dir() / STATS_NOTEBOOK).exists():
+        parameters = {"results_csv": str(results_csv), "out_dir": str(out / "statistics")}
+        specs.append(
+            notebook_job(
+                "stats",
+                "statistics",
+                STATS_NOTEBOOK,
+                out / "statistics",
+                parameters,
+                inputs=csv_digest,
+            )
+        )
+    if not (notebooks_dir() / AGREEMENT_NOTEBOOK).exists():
+        return specs
+    labels_dataset = (study.experiments.get("labels") or {}).get("dataset")
+    for name in rater_datasets(datasets):
+        uses_results = name == labels_dataset
+        parameters = {
+            "data_root": datasets[name]["root"],
+            "dataset": datasets[name]["adapter"],
+            "results_csv": str(results_csv) if uses_results else "",
+            "out_dir": str(out / "agreement" / name),
+        }
+        specs.append(
+            notebook_job(
+                "agreement",
+                f"agreement-{name}",
+                AGREEMENT_NOTEBOOK,
+                out / "agreement" / name,
+                parameters,
+                inputs=csv_digest if uses_results else None,
+            )
+        )
+    return specs
+
+
+def estimate(study: Study, specs: Sequence[JobSpec]) -> str:
+    """A rough estimate of the work (for ``--dry-run``)."""
+    n_train = sum(s.kind == "train" for s in specs)
+    n_eval = len(specs) - n_train
+    epochs = sum(s.parameters.get("epochs", 0) for s in specs if s.kind == "train")
+    return (
+        f"{n_train} trainings ({epochs} epochs in all), {n_eval} evaluations, "
+        f"{len(specs)} notebooks (papermill adds about 8 s each)"
+    )

@@ -1,0 +1,336 @@
+"""The study file: its schema, and :func:`load_study`, which reads and validates it.
+
+Every check of a study file lives here, so :func:`msnb.study.grid.expand_study` can expand
+a study without checking it again. Every error is a :class:`StudyError` whose message names
+the file and the key (``quick.yaml: experiments.single: unknown dataset 'brats'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from msnb.datasets import ADAPTERS, DATASETS
+from msnb.paths import data_root, outputs_root
+from msnb.recipe import TrainConfig, canonical_architecture
+from msnb.sources import phantom_root
+
+__all__ = [
+    "EXPERIMENT_KINDS",
+    "LABELS",
+    "TRAINING_DEFAULTS",
+    "TRAINING_KEYS",
+    "Study",
+    "StudyError",
+    "as_list",
+    "load_study",
+]
+
+#: The training settings a study file may set, with their accepted types.
+TRAINING_KEYS = {
+    "architecture": str,
+    "encoder": str,
+    "encoder_weights": (str, type(None)),
+    "size": int,
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "normalization": str,
+    "label": str,
+    "device": str,
+    "time_budget_s": (int, float, type(None)),
+    "seed": int,
+    "val_fraction": float,
+    "pos_weight": float,
+    "max_slices_per_epoch": (int, type(None)),
+}
+_RECIPE = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: Defaults of :data:`TRAINING_KEYS`: those of :class:`msnb.recipe.TrainConfig`.
+TRAINING_DEFAULTS = {key: _RECIPE[key] for key in TRAINING_KEYS}
+EXPERIMENT_KINDS = ("single", "combinations", "labels", "ablations")
+#: The labels of the ``labels`` experiment when the study file names none.
+LABELS = ("rater1", "rater2", "union")
+_TOP_LEVEL = ("name", "description", "datasets", "training", "experiments")
+_ABLATED = ("single", "combinations", "labels")  # the experiments an ablation can repeat
+
+
+class StudyError(ValueError):
+    """A malformed study file; the message names the file and the key."""
+
+
+@dataclass
+class Study:
+    """A parsed, validated study file.
+
+    Attributes
+    ----------
+    name : str
+        The study's name (the folder of its outputs).
+    path : Path or None
+        The study file.
+    datasets : dict
+        ``{name: {"phantom", "seed"}}`` or ``{name: {"adapter", "root", "options"}}``.
+    training : dict
+        Every key of :data:`TRAINING_KEYS`: the file's settings over :data:`TRAINING_DEFAULTS`.
+    experiments : dict
+        The ``experiments`` mapping as written in the file.
+    out_dir : Path
+        ``<out_root>/<name>``.
+    raw : dict
+        The whole file as parsed.
+    """
+
+    name: str
+    path: Path | None
+    datasets: dict[str, dict]
+    training: dict
+    experiments: dict
+    out_dir: Path
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = None) -> Study:
+    """Read and validate a study file; every error names the file and the key.
+
+    Parameters
+    ----------
+    path : path-like
+        The YAML study file.
+    out_root : path-like, optional
+        Folder that receives ``<name>/`` (default :func:`msnb.paths.outputs_root`).
+
+    Raises
+    ------
+    StudyError
+        The file is missing, is not YAML, or breaks the schema.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = _read_yaml(path)
+    unknown = set(raw) - set(_TOP_LEVEL)
+    if unknown:
+        _fail(where, sorted(unknown)[0], f"unknown top-level key (known: {', '.join(_TOP_LEVEL)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        _fail(where, "name", f"expected a simple name (letters, digits, _ . -), got {name!r}")
+    datasets = _parse_datasets(where, raw.get("datasets"))
+    _check_training(where, "training", raw.get("training") or {})
+    training = {**TRAINING_DEFAULTS, **(raw.get("training") or {})}
+    _check_experiments(where, raw.get("experiments"), datasets)
+    return Study(
+        name=name,
+        path=path,
+        datasets=datasets,
+        training=training,
+        experiments=raw["experiments"],
+        out_dir=Path(out_root or outputs_root()) / name,
+        raw=raw,
+    )
+
+
+def _check_training(where: str, prefix: str, values) -> None:
+    """Check a mapping of training settings (names, types, architecture) at key ``prefix``.
+
+    Raises
+    ------
+    StudyError
+        Naming ``<where>: <prefix>.<setting>``.
+    """
+    if not isinstance(values, dict):
+        _fail(where, prefix, "expected a mapping")
+    for k, v in values.items():
+        if k not in TRAINING_KEYS:
+            _fail(
+                where,
+                f"{prefix}.{k}",
+                f"unknown training setting (known: {', '.join(TRAINING_KEYS)})",
+            )
+        _check_type(where, f"{prefix}.{k}", v, TRAINING_KEYS[k])
+    if "architecture" in values:
+        try:
+            canonical_architecture(values["architecture"])
+        except ValueError as exc:
+            _fail(where, f"{prefix}.architecture", str(exc))
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    """A study-file entry that is one name or a list of names, as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _read_yaml(path: Path) -> dict:
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{where}: study file not found") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{where}: expected a mapping at the top level")
+    return raw
+
+
+def _fail(where: str, key: str, problem: str) -> NoReturn:
+    raise StudyError(f"{where}: {key}: {problem}")
+
+
+def _check_type(where: str, key: str, value, types) -> None:
+    types = types if isinstance(types, tuple) else (types,)
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if isinstance(value, bool) or not isinstance(value, types):
+        names = "/".join("null" if t is type(None) else t.__name__ for t in types)
+        _fail(where, key, f"expected {names}, got {value!r}")
+
+
+def _expand_env(value):
+    """``value`` with ``${MSNB_DATA}`` (default included) and other variables expanded."""
+    if isinstance(value, str):
+        return os.path.expandvars(re.sub(r"\$\{MSNB_DATA\}", str(data_root()), value))
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _parse_datasets(where: str, datasets) -> dict[str, dict]:
+    if not isinstance(datasets, dict) or not datasets:
+        _fail(where, "datasets", "expected a non-empty mapping of dataset name -> location")
+    parsed = {}
+    for name, spec in datasets.items():
+        key = f"datasets.{name}"
+        if not isinstance(spec, dict):
+            _fail(where, key, "expected a mapping with 'phantom' or 'adapter' and 'root'")
+        if "phantom" in spec:
+            parsed[name] = _parse_phantom(where, key, name, spec)
+        else:
+            parsed[name] = _parse_folder(where, key, name, spec)
+    return parsed
+
+
+def _parse_phantom(where: str, key: str, name: str, spec: dict) -> dict:
+    """``{"phantom", "seed"}`` of a generated dataset (see :func:`msnb.sources.resolve_dataset`)."""
+    if name not in DATASETS:
+        _fail(where, key, f"the phantom provides only {', '.join(DATASETS)}")
+    try:
+        phantom_root(spec["phantom"])
+    except ValueError as exc:
+        _fail(where, f"{key}.phantom", str(exc))
+    _check_type(where, f"{key}.seed", spec.get("seed", 0), int)
+    extra = set(spec) - {"phantom", "seed"}
+    if extra:
+        _fail(where, f"{key}.{sorted(extra)[0]}", "unknown key for a phantom dataset")
+    return {"phantom": spec["phantom"], "seed": int(spec.get("seed", 0))}
+
+
+def _parse_folder(where: str, key: str, name: str, spec: dict) -> dict:
+    """``{"adapter", "root", "options"}`` of a dataset in a folder (``root`` expanded)."""
+    adapter = spec.get("adapter", DATASETS[name].adapter if name in DATASETS else None)
+    if adapter not in ADAPTERS:
+        _fail(
+            where, f"{key}.adapter", f"unknown adapter {adapter!r} (known: {', '.join(ADAPTERS)})"
+        )
+    if not isinstance(spec.get("root"), str):
+        _fail(where, f"{key}.root", "expected the dataset folder")
+    options = spec.get("options", {})
+    if not isinstance(options, dict):
+        _fail(where, f"{key}.options", "expected a mapping of adapter options")
+    return {"adapter": adapter, "root": _expand_env(spec["root"]), "options": options}
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _check_experiments(where: str, exps, datasets: dict) -> None:
+    """Check the ``experiments`` mapping: its kinds, then each kind's shape and references."""
+    if not isinstance(exps, dict) or not exps:
+        _fail(
+            where, "experiments", f"expected a mapping with some of {', '.join(EXPERIMENT_KINDS)}"
+        )
+    for k in exps:
+        if k not in EXPERIMENT_KINDS:
+            _fail(
+                where,
+                f"experiments.{k}",
+                f"unknown experiment kind (known: {', '.join(EXPERIMENT_KINDS)})",
+            )
+    if "single" in exps:
+        _check_names(where, "experiments.single", exps["single"], datasets)
+    if "combinations" in exps:
+        _check_combinations(where, exps["combinations"], datasets)
+    if "labels" in exps:
+        _check_labels(where, exps["labels"], datasets)
+    _check_ablations(where, exps)
+
+
+def _check_names(where: str, key: str, value, known: dict) -> None:
+    """Dataset names: one name or a non-empty list of names, each declared in ``known``."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        _fail(where, key, "expected a list of dataset names")
+    for v in value:
+        if v not in known:
+            _fail(where, key, f"unknown dataset {v!r} (declared: {', '.join(known)})")
+
+
+def _check_combinations(where: str, items, datasets: dict) -> None:
+    if not isinstance(items, list):
+        _fail(where, "experiments.combinations", "expected a list of {train: [...], test: [...]}")
+    for i, item in enumerate(items):
+        key = f"experiments.combinations[{i}]"
+        if not isinstance(item, dict) or set(item) - {"train", "test"}:
+            _fail(where, key, "expected a mapping with 'train' and 'test'")
+        _check_names(where, f"{key}.train", item.get("train"), datasets)
+        _check_names(where, f"{key}.test", item.get("test"), datasets)
+
+
+def _check_labels(where: str, spec, datasets: dict) -> None:
+    key = "experiments.labels"
+    if not isinstance(spec, dict) or "dataset" not in spec:
+        _fail(where, key, "expected a mapping with 'dataset', 'labels' and optionally 'test'")
+    dataset = spec["dataset"]
+    _check_names(where, f"{key}.dataset", dataset, datasets)
+    if isinstance(dataset, list) and len(dataset) != 1:
+        _fail(where, f"{key}.dataset", "expected one dataset")
+    labels = spec.get("labels", list(LABELS))
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        _fail(where, f"{key}.labels", "expected a list of labels")
+    test = spec.get("test") or [d for d in datasets if d not in as_list(dataset)]
+    _check_names(where, f"{key}.test", test, datasets)
+
+
+def _check_ablations(where: str, exps: dict) -> None:
+    ablations = exps.get("ablations") or []
+    if not isinstance(ablations, list):
+        _fail(where, "experiments.ablations", "expected a list of {name, change, of}")
+    for i, abl in enumerate(ablations):
+        key = f"experiments.ablations[{i}]"
+        if not isinstance(abl, dict) or not isinstance(abl.get("name"), str):
+            _fail(where, f"{key}.name", "expected a name")
+        _check_training(where, f"{key}.change", abl.get("change"))
+        if not abl["change"]:
+            _fail(where, f"{key}.change", "expected at least one setting to change")
+        of = abl.get("of", ["single"])
+        kinds = [of] if isinstance(of, str) else of
+        if not isinstance(kinds, list):
+            _fail(where, f"{key}.of", f"expected a list of {', '.join(_ABLATED)}")
+        for kind in kinds:
+            if kind not in _ABLATED:
+                _fail(where, f"{key}.of", f"expected some of {', '.join(_ABLATED)}; got {kind!r}")
+            if kind not in exps:
+                _fail(where, f"{key}.of", f"experiment {kind!r} is not defined in this study")
