@@ -2,70 +2,30 @@
 
 Tables (the paper's Table 1 for the data at hand, lesion statistics) and static figures
 (one mid-brain slice per center with lesion outlines, per-center intensity histograms of
-brain voxels before normalization). Functions take :class:`msnb.datasets.Scan` records.
+brain voxels before normalization). Functions take :class:`msnb.datasets.Scan` records, as
+:func:`msnb.sources.load_datasets` returns them; a scan's brain is
+:func:`msnb.preprocess.load_brain` (the one the models train on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
+import pandas as pd
 
-from msnb.datasets import Scan, load_label, load_scans
-from msnb.nifti import load_image, load_mask
+from msnb.datasets import Scan, load_label
+from msnb.masks import most_lesion_slice
+from msnb.metrics import label_lesions
+from msnb.nifti import load_image
+from msnb.preprocess import load_brain
 
 __all__ = [
-    "load_explore_scans",
     "compute_dataset_table",
     "compute_lesion_stats",
-    "plot_center_slices",
     "plot_center_histograms",
+    "plot_center_slices",
 ]
-
-_ROOTS = {
-    "isbi2015": "isbi2015",
-    "msseg2016_train": "msseg2016",
-    "msseg2016_test": "msseg2016",
-    "3dmrms": "3dmrms",
-}
-
-
-def load_explore_scans(
-    data_root: str | Path, datasets: Sequence[str], *, phantom_preset: str = "tiny"
-) -> list[Scan]:
-    """Scans of ``datasets`` under ``data_root``; an empty ``data_root`` means the phantom.
-
-    Parameters
-    ----------
-    data_root : str or Path
-        Folder holding ``isbi2015/``, ``msseg2016/`` and ``3dmrms/`` in the real layouts.
-        ``""``: generate (once) the ``phantom_preset`` phantom into
-        ``<outputs>/phantom/<preset>`` and use it.
-    datasets : sequence of str
-        Adapter names (``isbi2015``, ``msseg2016_train``, ``msseg2016_test``, ``3dmrms``).
-    phantom_preset : str, default "tiny"
-    """
-    if not str(data_root):
-        from msnb.paths import outputs_root
-        from msnb.phantom import generate_phantom
-
-        root = outputs_root() / "phantom" / phantom_preset
-        if not (root / "phantom.json").exists():
-            generate_phantom(root, preset=phantom_preset, progress=False)
-    else:
-        root = Path(data_root)
-    scans: list[Scan] = []
-    for name in datasets:
-        scans += load_scans(name, root / _ROOTS.get(name, name))
-    return scans
-
-
-def _brain(scan: Scan, image) -> np.ndarray:
-    if scan.brain_mask is not None:
-        return load_mask(scan.brain_mask, reference=image, what="brain mask").data
-    return image.data > 0
 
 
 def compute_dataset_table(scans: Sequence[Scan]):
@@ -77,12 +37,10 @@ def compute_dataset_table(scans: Sequence[Scan]):
         Columns ``dataset``, ``center``, ``subjects``, ``scans``, ``brain_slices`` (axial
         slices containing brain), ``voxel_mm`` (median voxel size) and ``shape``.
     """
-    import pandas as pd
-
     rows = []
     for scan in scans:
         img = load_image(scan.flair)
-        brain = _brain(scan, img)
+        brain = load_brain(scan, img)
         rows.append(
             {
                 "dataset": scan.dataset,
@@ -111,7 +69,8 @@ def compute_lesion_stats(scans: Sequence[Scan], *, label: str = "consensus"):
     """Lesion count and load per scan and a per-dataset summary.
 
     Lesions are 26-connected components of the label (``consensus``, or ``rater1`` for
-    ISBI, see :func:`msnb.datasets.label_sources`).
+    ISBI, see :func:`msnb.datasets.label_sources`), all kept however small
+    (:func:`msnb.metrics.label_lesions` with ``min_volume_mm3=0``).
 
     Returns
     -------
@@ -119,12 +78,10 @@ def compute_lesion_stats(scans: Sequence[Scan], *, label: str = "consensus"):
         Per scan (``dataset``, ``center``, ``subject``, ``timepoint``, ``lesions``,
         ``load_ml``) and per dataset (``scans``, median and IQR of count and load).
     """
-    import pandas as pd
-
     rows = []
     for scan in scans:
         mask = load_label(scan, label)
-        _, n = ndi.label(mask.data, structure=np.ones((3, 3, 3), bool))
+        _, n = label_lesions(mask.data, min_volume_mm3=0, connectivity=26)
         rows.append(
             {
                 "dataset": scan.dataset,
@@ -157,6 +114,32 @@ def _first_per_center(scans: Sequence[Scan]) -> list[Scan]:
     return list(seen.values())
 
 
+def _center_slice(brain: np.ndarray, lesions: np.ndarray, *, width: float = 15.0) -> int:
+    """The axial slice :func:`plot_center_slices` shows: mid-brain, moved to nearby lesion.
+
+    The brain slice with the most lesion (:func:`msnb.masks.most_lesion_slice`) once each
+    slice's lesion voxels are weighted by ``exp(-((z - mid) / width) ** 2)``, ``mid`` being
+    the middle brain slice; the middle brain slice itself when no brain slice has lesion.
+
+    Parameters
+    ----------
+    brain, lesions : np.ndarray of bool, shape (X, Y, Z)
+    width : float, default 15.0
+        How far (in slices) from the middle a lesion still counts.
+
+    Returns
+    -------
+    int
+    """
+    zs = np.flatnonzero(np.asarray(brain, bool).any(axis=(0, 1)))
+    z = int(zs[len(zs) // 2]) if zs.size else brain.shape[2] // 2
+    if not lesions[..., zs].any():
+        return z
+    weights = np.exp(-(((np.arange(brain.shape[2]) - z) / width) ** 2))
+    weights[: zs[0]] = weights[zs[-1] + 1 :] = 0
+    return most_lesion_slice(np.asarray(lesions, bool) * weights)
+
+
 def plot_center_slices(scans: Sequence[Scan], ax=None, *, label: str = "consensus"):
     """One mid-brain axial slice per center (first scan of each) with lesion outlines.
 
@@ -179,14 +162,9 @@ def plot_center_slices(scans: Sequence[Scan], ax=None, *, label: str = "consensu
     axes = np.ravel(ax)
     for a, scan in zip(axes, chosen, strict=False):
         img = load_image(scan.flair)
-        brain = _brain(scan, img)
+        brain = load_brain(scan, img)
         les = load_label(scan, label, reference=img).data
-        zs = np.flatnonzero(brain.any(axis=(0, 1)))
-        z = int(zs[len(zs) // 2]) if zs.size else img.shape[2] // 2
-        if les[..., zs].any():  # the brain slice with most lesion near the middle
-            counts = les.sum(axis=(0, 1)).astype(float)
-            counts[: zs[0]] = counts[zs[-1] + 1 :] = 0
-            z = int(np.argmax(counts * np.exp(-(((np.arange(len(counts)) - z) / 15.0) ** 2))))
+        z = _center_slice(brain, les)
         sl = img.data[:, :, z].T
         vmax = np.percentile(img.data[brain], 99.5) if brain.any() else sl.max()
         a.imshow(sl, cmap="gray", origin="lower", vmin=0, vmax=vmax)
@@ -216,7 +194,7 @@ def plot_center_histograms(scans: Sequence[Scan], ax=None, *, bins: int = 100):
     pooled: dict[str, list[np.ndarray]] = {}
     for scan in scans:
         img = load_image(scan.flair)
-        vals = img.data[_brain(scan, img)]
+        vals = img.data[load_brain(scan, img)]
         pooled.setdefault(f"{scan.dataset}:{scan.center}", []).append(vals[vals > 0])
     for name, parts in pooled.items():
         vals = np.concatenate(parts)

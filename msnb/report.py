@@ -4,7 +4,8 @@
 (converted with nbconvert, code hidden), the rater-agreement figures of the study's
 multi-rater datasets, a Figure-2-style panel (one test slice with the prediction of every
 single-dataset model: true positives orange, false positives red, false negatives blue), the
-study file, the library versions, and links to every executed notebook.
+study file, the library versions, and links to every executed notebook. nbconvert is
+imported by :func:`notebook_body_html` only (heavy, and needed nowhere else).
 """
 
 from __future__ import annotations
@@ -12,23 +13,35 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from msnb.files import atomic_path
+from msnb.bundle import library_versions
+from msnb.datasets import load_label
+from msnb.files import write_text
+from msnb.masks import most_lesion_slice
+from msnb.nifti import load_image
+from msnb.predict import predict_scan
+from msnb.viz import plot_overlay, plot_slice
+
+__all__ = [
+    "REPORT_NAME",
+    "build_report",
+    "figure_to_html",
+    "notebook_body_html",
+    "plot_figure2_panel",
+]
 
 REPORT_NAME = "report.html"
 
 
 def figure_to_html(fig, *, alt: str = "") -> str:
     """Embed a matplotlib figure as a base64 PNG ``<img>`` (and close it)."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -67,8 +80,6 @@ def _links(out_dir: Path) -> str:
 
 
 def _versions_table() -> str:
-    from msnb.bundle import library_versions
-
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in library_versions().items()
@@ -131,21 +142,7 @@ def build_report(
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p>Generated {stamp} by msnb.</p><nav>{nav}</nav>\n{body}\n</body></html>"
     )
-    path = out_dir / REPORT_NAME
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return path
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-def dump_json(data) -> str:
-    """JSON text for the report (numpy scalars allowed)."""
-    return json.dumps(data, indent=1, default=_json_default)
+    return write_text(out_dir / REPORT_NAME, page)
 
 
 def plot_figure2_panel(
@@ -153,8 +150,9 @@ def plot_figure2_panel(
 ):
     """One test slice with the prediction of every model (the paper's Figure 2).
 
-    The slice is the scan's axial slice with the most lesion voxels in ``label``; true
-    positives orange, false positives red, false negatives blue.
+    The slice is the scan's axial slice with the most lesion voxels in ``label``
+    (:func:`msnb.masks.most_lesion_slice`); true positives orange, false positives red,
+    false negatives blue.
 
     Parameters
     ----------
@@ -169,16 +167,9 @@ def plot_figure2_panel(
     -------
     numpy array of Axes
     """
-    import matplotlib.pyplot as plt
-
-    from msnb.datasets import load_label
-    from msnb.nifti import load_image
-    from msnb.predict import predict_scan
-    from msnb.viz import plot_overlay, plot_slice
-
     flair = load_image(scan.flair)
     truth = load_label(scan, label, reference=flair).data
-    z = int(truth.sum(axis=(0, 1)).argmax())
+    z = most_lesion_slice(truth)
     if axes is None:
         _, axes = plt.subplots(1, len(bundles) + 1, figsize=(3.2 * (len(bundles) + 1), 3.6))
     axes = np.atleast_1d(axes)

@@ -5,6 +5,25 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from msnb.masks import lesion_slices
+
+__all__ = [
+    "OVERLAY_COLORS",
+    "overlay_labels",
+    "plot_curves",
+    "plot_distances",
+    "plot_histograms",
+    "plot_metric_by_center",
+    "plot_model_plane_examples",
+    "plot_normalization_histograms",
+    "plot_normalization_slices",
+    "plot_overlay",
+    "plot_prediction_examples",
+    "plot_slice",
+    "to_display",
+]
 
 OVERLAY_COLORS = {"tp": "#ff8c00", "fp": "#e31a1c", "fn": "#1f78b4"}  # orange, red, blue
 
@@ -15,9 +34,20 @@ def _ax(ax, figsize=(5, 4)):
     return ax
 
 
-def _display(plane: np.ndarray) -> np.ndarray:
-    """Canonical (X, Y) slice -> image rows = anterior-to-posterior, columns = left-to-right
-    in radiological-free 'neurological' view (patient's right on the right)."""
+def to_display(plane: np.ndarray) -> np.ndarray:
+    """A canonical axial slice as the image to show: anterior up, patient's right on the right.
+
+    Parameters
+    ----------
+    plane : np.ndarray, shape (X, Y)
+        An axial slice of a canonical (RAS+) volume, or of a mask on that grid.
+
+    Returns
+    -------
+    np.ndarray, shape (Y, X)
+        Rows run anterior to posterior, columns left to right ('neurological' view); pass
+        it to ``imshow`` or ``contour``.
+    """
     return np.flipud(np.asarray(plane).T)
 
 
@@ -33,7 +63,7 @@ def plot_slice(
         Display range (default: 1st and 99.5th percentile of the nonzero pixels).
     """
     ax = _ax(ax)
-    img = _display(plane)
+    img = to_display(plane)
     nz = img[img != 0]
     if vmin is None or vmax is None:
         lo, hi = np.percentile(nz, [1, 99.5]) if nz.size else (0, 1)
@@ -74,7 +104,7 @@ def plot_overlay(
         Canonical axial slice and its two binary masks.
     """
     ax = plot_slice(plane, ax=ax, title=title)
-    lab = _display(overlay_labels(truth, pred))
+    lab = to_display(overlay_labels(truth, pred))
     cmap = ListedColormap(
         ["none", OVERLAY_COLORS["tp"], OVERLAY_COLORS["fp"], OVERLAY_COLORS["fn"]]
     )
@@ -82,8 +112,6 @@ def plot_overlay(
         np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=3, alpha=alpha, interpolation="nearest"
     )
     if legend:
-        from matplotlib.patches import Patch
-
         handles = [Patch(color=OVERLAY_COLORS[k], label=k.upper()) for k in ("tp", "fp", "fn")]
         ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.6)
     return ax
@@ -195,14 +223,20 @@ def plot_prediction_examples(image, truth, pred, *, slices=None, n: int = 3, axe
     Parameters
     ----------
     image, truth, pred : np.ndarray, shape (X, Y, Z)
+    slices : sequence of int, optional
+        Axial slices to show; default: the ``n`` slices with the largest combined load of
+        truth and prediction (:func:`msnb.masks.lesion_slices`), in index order.
+    n : int, default 3
+    axes : sequence of Axes, optional
+        One per slice; a new figure when omitted.
 
     Returns
     -------
     np.ndarray of Axes
     """
     if slices is None:
-        load = np.asarray(truth, bool).sum((0, 1)) + np.asarray(pred, bool).sum((0, 1))
-        slices = np.sort(np.argsort(-load, kind="stable")[:n])
+        load = np.asarray(truth, bool).astype(int) + np.asarray(pred, bool)
+        slices = np.sort(lesion_slices(load, n=n))
     if axes is None:
         _, axes = plt.subplots(1, len(slices), figsize=(3.2 * len(slices), 3.4))
     axes = np.atleast_1d(axes)

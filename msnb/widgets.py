@@ -1,9 +1,29 @@
 """Interactive views (ipywidgets). Each ``view_*`` shows a static figure's data with
-controls; the callbacks are plain functions (``*_frame``) that tests call directly."""
+controls; the callbacks are plain functions (``*_frame``) that tests call directly.
+
+ipywidgets is imported inside the ``view_*`` functions only, so the frames and
+:func:`plot_slice_frame` work without a widget front end.
+"""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from msnb.masks import most_lesion_slice
+from msnb.nifti import load_image, load_mask
+from msnb.viz import plot_histograms, plot_overlay, plot_slice, to_display
+
+__all__ = [
+    "load_slice_volumes",
+    "normalization_frame",
+    "overlay_frame",
+    "plot_slice_frame",
+    "slice_frame",
+    "view_normalization",
+    "view_overlay",
+    "view_slices",
+]
 
 
 def normalization_frame(comparison, scan_id: str, z: int, method: str) -> dict:
@@ -28,9 +48,6 @@ def normalization_frame(comparison, scan_id: str, z: int, method: str) -> dict:
 def view_normalization(comparison):
     """Choose a scan, an axial slice and a normalization; see the slice and its histogram."""
     import ipywidgets as w
-    import matplotlib.pyplot as plt
-
-    from msnb.viz import plot_histograms, plot_slice
 
     ids = comparison.scans.scan_id.tolist()
     depth = comparison.volumes[(comparison.methods[0], ids[0])].shape[2]
@@ -77,28 +94,27 @@ def overlay_frame(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, z: int
 
 
 def view_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *, title: str = ""):
-    """Scroll the axial slices of a prediction overlay (TP orange, FP red, FN blue)."""
+    """Scroll the axial slices of a prediction overlay (TP orange, FP red, FN blue).
+
+    Starts at the slice with the most truth lesion (:func:`msnb.masks.most_lesion_slice`).
+    """
     import ipywidgets as w
-    import matplotlib.pyplot as plt
 
-    from msnb.viz import plot_overlay
-
-    load = np.asarray(truth, bool).sum((0, 1))
-    z = w.IntSlider(value=int(load.argmax()), min=0, max=image.shape[2] - 1, description="slice")
+    start = most_lesion_slice(np.asarray(truth, bool))
+    z = w.IntSlider(value=start, min=0, max=image.shape[2] - 1, description="slice")
     out = w.Output()
 
     def draw(*_):
         f = overlay_frame(image, truth, pred, z.value)
         with out:
             out.clear_output(wait=True)
-            ax = plot_overlay(
+            plot_overlay(
                 f["plane"],
                 f["truth"],
                 f["pred"],
                 title=f"{title} TP {f['tp']} FP {f['fp']} FN {f['fn']}",
             )
             plt.show()
-            del ax
 
     z.observe(draw, names="value")
     draw()
@@ -113,8 +129,6 @@ def load_slice_volumes(scan) -> dict:
     dict
         ``image`` (X, Y, Z) float32 and ``masks`` {name: bool (X, Y, Z)}.
     """
-    from msnb.nifti import load_image, load_mask
-
     flair = load_image(scan.flair)
     masks = {n: load_mask(p, reference=flair, binarize=True).data for n, p in scan.masks.items()}
     return {"image": flair.data, "masks": masks}
@@ -160,16 +174,16 @@ def slice_frame(volumes: dict, z: int, overlay: str) -> dict:
 
 def plot_slice_frame(frame: dict, *, ax=None, title: str = ""):
     """Draw a :func:`slice_frame`: the slice with one coloured outline per mask."""
-    import matplotlib.pyplot as plt
-
-    from msnb.viz import _display, plot_slice
 
     ax = plot_slice(frame["plane"], ax=ax, title=title or f"z = {frame['z']}")
     colors = plt.get_cmap("tab10")
     for i, (name, mask) in enumerate(frame["outlines"].items()):
         if mask.any():
             ax.contour(
-                _display(mask.astype(float)), levels=[0.5], colors=[colors(i % 10)], linewidths=0.8
+                to_display(mask.astype(float)),
+                levels=[0.5],
+                colors=[colors(i % 10)],
+                linewidths=0.8,
             )
         ax.plot([], [], color=colors(i % 10), label=name)
     if frame["outlines"]:
@@ -180,7 +194,6 @@ def plot_slice_frame(frame: dict, *, ax=None, title: str = ""):
 def view_slices(scans):
     """Slice browser: choose a scan, scroll its axial slices, overlay the consensus or raters."""
     import ipywidgets as w
-    import matplotlib.pyplot as plt
 
     cache: dict = {}
     by_id = {s.scan_id: s for s in scans}

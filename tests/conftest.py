@@ -1,12 +1,16 @@
-"""Shared fixtures: tiny NIfTI datasets written in each real dataset's layout."""
+"""Shared fixtures: tiny NIfTI datasets written in each real dataset's layout, and the
+notebooks with their runner (the recommenders' notebook smoke-test pattern)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from msnb.paths import notebooks_dir
 
 SHAPE = (24, 28, 20)
 
@@ -106,6 +110,32 @@ def mrms_root(tmp_path: Path) -> Path:
         write(d / f"patient{p:02d}_consensus_gt.nii.gz", cons)
         write(d / f"patient{p:02d}_brainmask.nii.gz", brain)
     return root
+
+
+@pytest.fixture(scope="session")
+def notebooks() -> dict[str, Path]:
+    """Every notebook of the project by name: ``{"03_train": <path>, ...}``."""
+    return {path.stem: path for path in sorted(notebooks_dir().glob("*.ipynb"))}
+
+
+@pytest.fixture
+def run_notebook(notebooks, tmp_path):
+    """Run a notebook by name with papermill, as the study does; returns the executed copy.
+
+    ``run_notebook("04_evaluate", bundle=..., out_dir=...)`` executes the notebook with
+    those parameters through :func:`msnb.study.notebooks.execute_notebook` (the one runner;
+    the kernel works in the notebooks' folder) into ``<tmp_path>/executed/`` and returns the
+    executed notebook as a dict. A failing cell raises ``papermill.PapermillExecutionError``.
+    """
+    # imported here: only the notebook tests need the study package (and papermill)
+    from msnb.study.notebooks import execute_notebook
+
+    def run(name: str, **parameters) -> dict:
+        output = tmp_path / "executed" / f"{name}.ipynb"
+        execute_notebook(notebooks[name], output, parameters)
+        return json.loads(output.read_text())
+
+    return run
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,21 +1,31 @@
-"""Run notebooks/01_explore_data.ipynb with papermill on the tiny phantom."""
+"""notebooks/01_explore_data.ipynb and its helpers (msnb.explore) on the tiny phantom."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from msnb.paths import notebooks_dir
+from msnb import explore, sources
+from msnb.paths import outputs_root
+from msnb.phantom import generate_phantom
+
+
+def image_outputs(nb: dict) -> list[dict]:
+    """The PNG outputs of an executed notebook's code cells."""
+    return [
+        o
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
 
 
 def test_explore_helpers_on_tiny_phantom(tmp_path):
-    from msnb import explore
-    from msnb.phantom import generate_phantom
-
     root = generate_phantom(tmp_path / "ph", preset="tiny", progress=False)
-    scans = explore.load_explore_scans(root, ["msseg2016_test", "isbi2015"])
+    specs = sources.resolve_datasets(["msseg2016_test", "isbi2015"], root)
+    scans = sources.load_datasets(specs)
     table = explore.compute_dataset_table(scans)
     assert set(table.center) == {"01", "07", "03", "isbi"}
     assert (table.brain_slices > 0).all()
@@ -30,39 +40,17 @@ def test_explore_helpers_on_tiny_phantom(tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_runs_on_tiny_phantom(tmp_path):
-    import papermill
-
-    from msnb.phantom import generate_phantom
-
+def test_notebook_runs_on_tiny_phantom(tmp_path, run_notebook):
     root = generate_phantom(tmp_path / "ph", preset="tiny", progress=False)
-    out = tmp_path / "01_explore_data.ipynb"
-    papermill.execute_notebook(
-        str(notebooks_dir() / "01_explore_data.ipynb"),
-        str(out),
-        parameters={"data_root": str(root)},
-        kernel_name="msnb",
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
-    nb = json.loads(Path(out).read_text())
-    images = [
-        o
-        for c in nb["cells"]
-        if c["cell_type"] == "code"
-        for o in c.get("outputs", [])
-        if "image/png" in o.get("data", {})
-    ]
-    assert len(images) == 2
-    text = json.dumps(nb)
-    assert "msseg2016_test" in text
+    nb = run_notebook("01_explore_data", data_root=str(root))
+    assert len(image_outputs(nb)) == 2
+    assert "msseg2016_test" in json.dumps(nb)
 
 
-def test_source_notebook_is_stripped_and_thin():
-    nb = json.loads((notebooks_dir() / "01_explore_data.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert all(len("".join(c["source"]).splitlines()) <= 10 for c in code)
-    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(params) == 1
-    assert nb["cells"][0]["source"][0].startswith("# ") and "?" in "".join(nb["cells"][0]["source"])
+@pytest.mark.slow
+def test_notebook_defaults_use_the_shared_phantom(run_notebook):
+    """Without data_root the notebook reads the phantom every notebook and the study use."""
+    nb = run_notebook("01_explore_data")
+    assert len(image_outputs(nb)) == 2
+    assert (sources.phantom_root("tiny", 0) / "phantom.json").exists()
+    assert not (outputs_root() / "phantom" / "tiny").exists()  # no second copy

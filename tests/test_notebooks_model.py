@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
+import pandas as pd
 import pytest
 
-from msnb.paths import notebooks_dir
-
-NOTEBOOKS = ["02_quantile_normalization", "03_train", "04_evaluate"]
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_source_notebooks_are_stripped_and_thin(name):
-    nb = json.loads((notebooks_dir() / f"{name}.ipynb").read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "msnb"
-    cells = nb["cells"]
-    assert cells[0]["cell_type"] == "markdown" and cells[0]["source"][0].startswith("# ")
-    assert "?" in "".join(cells[0]["source"]).splitlines()[0]
-    assert any(
-        c["cell_type"] == "markdown" and "".join(c["source"]).strip() == "## Setup" for c in cells
-    )
-    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(params) == 1
-    for line in "".join(params[0]["source"]).splitlines():
-        assert "#" in line, f"parameter without a comment: {line}"
-    for c in cells:
-        if c["cell_type"] == "code" and c not in params:
-            assert c["outputs"] == [] and c["execution_count"] is None
-            assert len("".join(c["source"]).splitlines()) <= 12, c["source"]
+from msnb.predict import RESULT_COLUMNS
+from msnb.records import read_metrics, read_table
+from msnb.viz import plot_prediction_examples
 
 
 @pytest.fixture(scope="module")
@@ -41,37 +20,21 @@ def tiny_phantom(tmp_path_factory):
     return root
 
 
-def _run(name, out, **params):
-    import papermill as pm
-
-    pm.execute_notebook(
-        str(notebooks_dir() / f"{name}.ipynb"),
-        str(out / f"{name}.ipynb"),
-        parameters=params,
-        kernel_name="msnb",
-        cwd=str(notebooks_dir()),
-        progress_bar=False,
-    )
-    return out / f"{name}.ipynb"
-
-
 @pytest.mark.slow
-def test_notebooks_02_03_04_run_and_record(tiny_phantom, tmp_path):
-    import pandas as pd
-
-    _run(
-        "02_quantile_normalization",
-        tmp_path,
-        data_root=str(tiny_phantom),
-        out_dir=str(tmp_path / "n02"),
+def test_notebooks_02_03_04_run_and_record(tiny_phantom, tmp_path, run_notebook):
+    run_notebook(
+        "02_quantile_normalization", data_root=str(tiny_phantom), out_dir=str(tmp_path / "n02")
     )
-    m02 = json.loads((tmp_path / "n02" / "metrics.json").read_text())["metrics"]
+    r02 = read_metrics(tmp_path / "n02")
+    assert r02["kind"] == "normalization" and r02["parameters"]["per_center"] == 1
+    m02 = r02["metrics"]
     # quantile normalization brings the centers' distributions much closer than linear
     assert m02["mean_center_distance"]["quantile"] < 0.2 * m02["mean_center_distance"]["linear"]
+    distances = pd.read_csv(tmp_path / "n02" / "distances.csv")
+    assert len(r02["tables"]["distances"]) == len(distances) > 0
 
-    _run(
+    run_notebook(
         "03_train",
-        tmp_path,
         data_root=str(tiny_phantom),
         out_dir=str(tmp_path / "models"),
         model_id="m",
@@ -80,26 +43,28 @@ def test_notebooks_02_03_04_run_and_record(tiny_phantom, tmp_path):
         max_slices_per_epoch=16,
     )
     bundle = tmp_path / "models" / "m"
-    m03 = json.loads((bundle / "metrics.json").read_text())
+    m03 = read_metrics(bundle)
+    assert m03["kind"] == "training" and m03["parameters"]["size"] == 32
     assert m03["metrics"]["train_datasets"] == "msseg2016_train+3dmrms"
     assert m03["metrics"]["epochs_run"] == 1 and (bundle / "weights.pt").exists()
+    assert len(m03["tables"]["history"]) == 1 and (bundle / "history.csv").exists()
 
-    _run(
+    run_notebook(
         "04_evaluate",
-        tmp_path,
         bundle=str(bundle),
         test_dataset="isbi2015",
         data_root=str(tiny_phantom),
         out_dir=str(tmp_path / "eval"),
     )
     rows = pd.read_csv(tmp_path / "eval" / "scans.csv", dtype={"subject": str, "timepoint": str})
-    from msnb.predict import RESULT_COLUMNS
-
     assert list(rows.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert len(rows) == 4 and (rows.train_datasets == "msseg2016_train+3dmrms").all()
     assert (rows.test_dataset == "isbi2015").all() and rows.dice.between(0, 1).all()
-    m04 = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert len(m04["rows"]) == 4 and m04["metrics"]["model_id"] == "m"
+    m04 = read_metrics(tmp_path / "eval")
+    assert m04["kind"] == "evaluation" and set(m04) == {"kind", "metrics", "parameters", "tables"}
+    assert len(m04["tables"]["scans"]) == 4 and m04["metrics"]["model_id"] == "m"
+    assert m04["parameters"]["test_dataset"] == "isbi2015"
+    assert read_table(tmp_path / "eval", "scans").scan_id.tolist() == rows.scan_id.tolist()
 
 
 def test_widget_callbacks(mrms_root):
@@ -123,4 +88,16 @@ def test_widget_callbacks(mrms_root):
     pred[2:4, 2:4, 2] = True
     f = overlay_frame(img, truth, pred, 2)
     assert (f["tp"], f["fp"], f["fn"]) == (1, 3, 3)
-    assert view_overlay(img, truth, pred) is not None
+    view = view_overlay(img, truth, pred)
+    assert view.children[0].value == 2  # starts on the slice with the most lesion
+
+
+def test_prediction_examples_show_the_slices_with_most_truth_and_prediction():
+    img = np.random.default_rng(0).random((6, 6, 5))
+    truth = np.zeros(img.shape, np.uint8)
+    pred = np.zeros(img.shape, bool)
+    truth[1:3, 1:3, 3] = 1  # 4 voxels of truth
+    pred[0:3, 0:3, 1] = True  # 9 predicted voxels
+    pred[1:2, 1:3, 3] = True
+    axes = plot_prediction_examples(img, truth, pred, n=2)
+    assert [ax.get_title() for ax in axes] == ["z = 1", "z = 3"]

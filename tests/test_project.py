@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import re
 import tomllib
@@ -42,17 +44,79 @@ def test_torch_pins_live_in_constraints_only():
     assert "torch==" not in project and "-c constraints.txt" in (ROOT / "Makefile").read_text()
 
 
-def test_notebooks_are_committed_without_outputs_and_with_parameters():
-    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    for nb_path in notebooks:
-        nb = json.loads(nb_path.read_text())
-        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
-            nb_path.name
-        )
-        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code), (
-            nb_path.name
-        )
+def _code(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _is_parameters(cell: dict) -> bool:
+    return "parameters" in cell.get("metadata", {}).get("tags", [])
+
+
+def test_notebooks_are_stripped_thin_and_titled(notebooks):
+    assert len(notebooks) == 7
+    for name, path in notebooks.items():
+        nb = json.loads(path.read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "msnb", name
+        code = _code(nb)
+        assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), name
+        for c in code:
+            if not _is_parameters(c):
+                assert len("".join(c["source"]).splitlines()) <= 10, (name, c["source"])
+        title = "".join(nb["cells"][0]["source"]).splitlines()[0]
+        assert nb["cells"][0]["cell_type"] == "markdown" and title.startswith("# "), name
+        assert "?" in title, name
+        assert any(
+            c["cell_type"] == "markdown" and "".join(c["source"]).strip() == "## Setup"
+            for c in nb["cells"]
+        ), name
+
+
+# papermill's typed form, one parameter a line: `size: int = 64  # slice side in pixels`
+PARAMETER_LINE = re.compile(r"^\w+: [\w\[\], ]+ = \S.*?  # \S.*$")
+
+
+def test_notebook_parameters_are_typed_literals_with_a_comment(notebooks):
+    import papermill as pm
+
+    for name, path in notebooks.items():
+        nb = json.loads(path.read_text())
+        cells = [c for c in _code(nb) if _is_parameters(c)]
+        assert len(cells) == 1, name
+        lines = "".join(cells[0]["source"]).splitlines()
+        for line in lines:
+            assert PARAMETER_LINE.match(line), f"{name}: {line}"
+            assert len(line) <= 100, f"{name}: {line}"  # so ruff format keeps it on one line
+        inspected = pm.inspect_notebook(str(path))
+        assert len(inspected) == len(lines), name  # papermill parses every line
+        for param, info in inspected.items():
+            assert info["inferred_type_name"] != "None" and info["help"], (name, param)
+            ast.literal_eval(info["default"])
+            if info["default"] in ('""', "{}"):  # always means: not given, use the default
+                assert f"{info['default']} (not given): " in info["help"], (name, param)
+
+
+def _msnb_imports(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("msnb"):
+            if node.module == "msnb":
+                names |= {f"msnb.{a.name}" for a in node.names}
+            else:
+                names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("msnb")}
+    return names
+
+
+def test_notebooks_call_domain_modules_never_the_study(notebooks):
+    for name, path in notebooks.items():
+        nb = json.loads(path.read_text())
+        source = "\n".join("".join(c["source"]) for c in _code(nb))
+        imported = _msnb_imports(source)
+        assert imported, name
+        assert not any(m.split(".")[1] in ("study", "cli") for m in imported), (name, imported)
+        for module in imported:
+            importlib.import_module(module)  # every module a notebook names exists
 
 
 def test_paths_follow_environment(monkeypatch, tmp_path):

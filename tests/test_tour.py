@@ -32,6 +32,18 @@ def test_slice_frame_follows_slice_and_overlay(msseg_root):
 
 
 @pytest.mark.slow
+def test_tour_runs_under_papermill(run_notebook):
+    """Every cell runs; the static figures are there for a reader without a live kernel."""
+    nb = run_notebook("00_tour", interactive=True)
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert (
+        sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs) == 3
+    )
+
+
+@pytest.mark.slow
 def test_tour_in_a_real_browser(tmp_path):
     chromium = find_chromium()
     if chromium is None:
