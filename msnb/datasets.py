@@ -44,6 +44,7 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "Scan",
+    "effective_label",
     "label_sources",
     "load_3dmrms",
     "load_folder",
@@ -130,26 +131,40 @@ class Scan:
 LABELS = ("consensus", "union", "majority")  # plus any "raterK"
 
 
+def effective_label(scan: Scan, label: str) -> str:
+    """The label ``label`` stands for on ``scan``.
+
+    ``consensus`` is the consensus mask when the scan has one. A dataset without one uses
+    its :attr:`DatasetInfo.consensus_fallback`: for ISBI 2015, which ships two raters, the
+    union of both, as the paper's authors build it (``clip(mask1 + mask2, 0, 1)``) for
+    training and as the test truth (the paper's Table 2 ISBI row equals Table 5's union
+    row). Any other dataset without a consensus also uses the union of its raters.
+    """
+    if label != "consensus" or "consensus" in scan.masks:
+        return label
+    info = DATASETS.get(scan.dataset)
+    return info.consensus_fallback if info and info.consensus_fallback else "union"
+
+
 def label_sources(scan: Scan, label: str) -> list[str]:
     """Which of ``scan``'s masks make up the training/evaluation label ``label``.
 
-    ``consensus`` uses the consensus mask; a dataset without one (ISBI 2015, which ships two
-    raters) falls back to ``rater1``, as the paper trains on one ISBI rater. ``union`` is the
-    union of all raters, ``majority`` the voxels marked by more than half of the raters;
+    ``consensus`` uses the consensus mask, or the dataset's fallback without one (see
+    :func:`effective_label`: the union of ISBI 2015's two raters). ``union`` is the union
+    of all raters, ``majority`` the voxels marked by more than half of the raters;
     ``raterK`` is that rater alone.
     """
+    asked, label = label, effective_label(scan, label)
     if label == "consensus":
         if "consensus" in scan.masks:
             return ["consensus"]
-        if "rater1" in scan.masks:
-            return ["rater1"]
     elif label in ("union", "majority"):
         if scan.raters:
             return scan.raters
     elif label in scan.masks:
         return [label]
     raise DatasetError(
-        f"{scan.flair}: label {label!r} is not available (masks: {', '.join(scan.masks) or 'none'})"
+        f"{scan.flair}: label {asked!r} is not available (masks: {', '.join(scan.masks) or 'none'})"
     )
 
 
@@ -166,7 +181,7 @@ def load_label(scan: Scan, label: str, *, reference=None, binarize: bool = False
     ]
     if len(vols) == 1:
         return vols[0]
-    method = "union" if label == "union" else "majority"
+    method = "union" if effective_label(scan, label) == "union" else "majority"
     data = combine_masks([v.data for v in vols], method=method)
     first = vols[0]
     return Volume(
@@ -468,8 +483,8 @@ class DatasetInfo:
     folder : str
         Its folder under a data root (``MSNB_DATA``) or a generated phantom.
     consensus_fallback : str or None
-        The rater a model trained on this dataset alone uses when asked for ``consensus``
-        and the dataset ships none (ISBI 2015: ``rater1``).
+        The label ``consensus`` means on this dataset when it ships no consensus mask
+        (ISBI 2015: ``union``, the union of its two raters, as in the paper).
     """
 
     name: str
@@ -482,13 +497,13 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("isbi2015", "isbi2015", "isbi2015", consensus_fallback="rater1"),
+        DatasetInfo("isbi2015", "isbi2015", "isbi2015", consensus_fallback="union"),
         DatasetInfo("msseg2016_train", "msseg2016_train", "msseg2016"),
         DatasetInfo("msseg2016_test", "msseg2016_test", "msseg2016"),
         DatasetInfo("3dmrms", "3dmrms", "3dmrms"),
     )
 }
-#: Datasets without a consensus mask: the rater their ``consensus`` label means.
+#: Datasets without a consensus mask: the label their ``consensus`` means.
 CONSENSUS_FALLBACK = {
     name: d.consensus_fallback for name, d in DATASETS.items() if d.consensus_fallback
 }

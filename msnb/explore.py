@@ -68,8 +68,8 @@ def compute_dataset_table(scans: Sequence[Scan]):
 def compute_lesion_stats(scans: Sequence[Scan], *, label: str = "consensus"):
     """Lesion count and load per scan and a per-dataset summary.
 
-    Lesions are 26-connected components of the label (``consensus``, or ``rater1`` for
-    ISBI, see :func:`msnb.datasets.label_sources`), all kept however small
+    Lesions are 26-connected components of the label (``consensus``, the union of
+    ISBI's raters, see :func:`msnb.datasets.label_sources`), all kept however small
     (:func:`msnb.metrics.label_lesions` with ``min_volume_mm3=0``).
 
     Returns

@@ -52,7 +52,7 @@ __all__ = [
     "to_model_plane",
 ]
 
-STORE_FORMAT = 1  # bump when the store's layout or slicing changes
+STORE_FORMAT = 2  # bump when the store's layout, slicing or labels change (2: ISBI union)
 
 
 @dataclass(frozen=True)
@@ -284,6 +284,25 @@ class SliceStore:
         return f"SliceStore({len(self)} slices of {self.manifest.scan_id.nunique()} scans, {self.size}px, {self.path})"
 
 
+def _manifest_rows(scan: Scan, zs: np.ndarray, lesion: np.ndarray, brain: np.ndarray) -> list:
+    """One manifest row per stored slice of ``scan`` (``brain``: its kept planes)."""
+    brain_vox = brain.sum(axis=(0, 1))
+    return [
+        {
+            "scan_id": scan.scan_id,
+            "dataset": scan.dataset,
+            "subject": scan.subject,
+            "patient_key": scan.patient_key,
+            "timepoint": scan.timepoint,
+            "center": scan.center,
+            "z": int(z),
+            "lesion_voxels": int(lesion[i]),
+            "brain_voxels": int(brain_vox[i]),
+        }
+        for i, z in enumerate(zs)
+    ]
+
+
 def build_slice_store(
     scans: Sequence[Scan],
     *,
@@ -347,22 +366,7 @@ def build_slice_store(
                 fimg.write(np.ascontiguousarray(np.moveaxis(img, 2, 0), dtype=np.float32).tobytes())
                 fmsk.write(np.ascontiguousarray(np.moveaxis(msk, 2, 0), dtype=np.uint8).tobytes())
                 geoms[scan.scan_id] = asdict(geom)
-                lesion = msk.sum(axis=(0, 1))
-                brain_vox = prep.brain[:, :, zs].sum(axis=(0, 1))
-                for i, z in enumerate(zs):
-                    rows.append(
-                        {
-                            "scan_id": scan.scan_id,
-                            "dataset": scan.dataset,
-                            "subject": scan.subject,
-                            "patient_key": scan.patient_key,
-                            "timepoint": scan.timepoint,
-                            "center": scan.center,
-                            "z": int(z),
-                            "lesion_voxels": int(lesion[i]),
-                            "brain_voxels": int(brain_vox[i]),
-                        }
-                    )
+                rows += _manifest_rows(scan, zs, msk.sum(axis=(0, 1)), prep.brain[:, :, zs])
         pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
         meta = {
             "key": key,

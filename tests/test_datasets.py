@@ -23,9 +23,13 @@ def test_isbi2015_records(isbi_root):
     assert {s.center for s in scans} == {"isbi"}
     assert all(sorted(s.masks) == ["rater1", "rater2"] and s.brain_mask is None for s in scans)
     assert scans[0].masks["rater2"].name == "training01_01_mask2.nii"
-    # no consensus in ISBI: the consensus label falls back to rater 1
-    assert label_sources(scans[0], "consensus") == ["rater1"]
+    # no consensus in ISBI: the consensus label is the union of both raters (the paper's)
+    assert label_sources(scans[0], "consensus") == ["rater1", "rater2"]
     assert label_sources(scans[0], "union") == ["rater1", "rater2"]
+    assert label_sources(scans[0], "rater1") == ["rater1"]
+    consensus = load_label(scans[0], "consensus").data
+    r1, r2 = (load_label(scans[0], f"rater{k}").data for k in (1, 2))
+    assert np.array_equal(consensus, r1 | r2) and not np.array_equal(consensus, r1)
 
 
 def test_isbi2015_case_insensitive_and_gz(isbi_root):

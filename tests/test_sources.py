@@ -29,7 +29,7 @@ def test_registry_folders_match_the_real_layouts():
         "msseg2016_test": "msseg2016",
         "3dmrms": "3dmrms",
     }
-    assert DATASETS["isbi2015"].consensus_fallback == "rater1"
+    assert DATASETS["isbi2015"].consensus_fallback == "union"
 
 
 def test_phantom_has_one_cache_key(tmp_path, monkeypatch):
