@@ -339,6 +339,27 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
     return history, best, stopped
 
 
+def _make_run(config: TrainConfig, device: str, channels_last: bool, autocast: str) -> _Run:
+    """The model (seeded by the caller), its Adam optimizer, learning-rate steps, budget."""
+    import torch
+
+    model = build_model(config.architecture, config.encoder, encoder_weights=config.encoder_weights)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    run = _Run(model, opt, config, device, channels_last, autocast, None)
+    if config.lr_step_epochs:
+        run.scheduler = torch.optim.lr_scheduler.StepLR(
+            opt, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+        )
+    if config.time_budget_s is not None:
+        run.deadline = time.perf_counter() + config.time_budget_s
+    return run
+
+
 def train_model(
     scans: Sequence[Scan],
     config: TrainConfig | None = None,
@@ -389,22 +410,9 @@ def train_model(
     data = _prepare_data(scans, config, cache_dir)
 
     seed_everything(config.seed)
-    model = build_model(config.architecture, config.encoder, encoder_weights=config.encoder_weights)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
-    budget = config.time_budget_s
-    run = _Run(model, opt, config, device, channels_last, autocast, None)
-    if config.lr_step_epochs:
-        run.scheduler = torch.optim.lr_scheduler.StepLR(
-            opt, step_size=config.lr_step_epochs, gamma=config.lr_gamma
-        )
-    run.deadline = None if budget is None else time.perf_counter() + budget
+    run = _make_run(config, device, channels_last, autocast)
     history, best, stopped = _fit(run, data, np.random.default_rng(config.seed))
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    model = run.model.to("cpu").to(memory_format=torch.contiguous_format)
     model.load_state_dict(best["state"])
     model.eval()
     result = TrainResult(
