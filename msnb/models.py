@@ -21,6 +21,7 @@ __all__ = [
     "WeightsUnavailableError",
     "build_model",
     "describe_weights",
+    "torch_cached_weights",
     "count_parameters",
     "weighted_bce_with_logits",
 ]
@@ -51,6 +52,18 @@ def _hub_offline(offline: bool):
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+def torch_cached_weights(encoder: str) -> Path | None:
+    """torchvision's ImageNet weights of ``encoder`` in torch's hub cache, if there.
+
+    torchvision names them ``<arch>-<hash>.pth`` under ``$TORCH_HOME/hub/checkpoints``
+    (``resnet18-f37072fd.pth``); smp's ResNet encoders take that state dict as is. The
+    newest file wins when several match. Nothing is downloaded.
+    """
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    found = sorted(folder.glob(f"{encoder}-*.pth"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def _load_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -79,8 +92,10 @@ def build_model(
     encoder : str, default "resnet18"
         Any smp encoder name (``smp.encoders.get_encoder_names()``), including ``tu-*``.
     encoder_weights : None, "imagenet" or path, default None
-        None: random initialization (no network access). ``"imagenet"``: smp's weights from
-        the local Hugging Face cache (``HF_HOME``); offline unless ``allow_download``. A
+        None: random initialization (no network access). ``"imagenet"``: torchvision's
+        ImageNet file in torch's hub cache (:func:`torch_cached_weights`) when there, else
+        smp's weights from the local Hugging Face cache (``HF_HOME``); offline unless
+        ``allow_download``. A
         path: a ``.pth``/``.pt``/``.safetensors`` state dict of the encoder for 3-channel
         input (e.g. smp's ``model.safetensors`` of ``smp-hub/resnet18.imagenet``); the first
         convolution is adapted to ``in_channels`` the way smp does.
@@ -103,6 +118,15 @@ def build_model(
             encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
         )
     if str(encoder_weights) == "imagenet":
+        cached = torch_cached_weights(encoder)
+        if cached is not None:
+            return build_model(
+                architecture,
+                encoder,
+                encoder_weights=cached,
+                in_channels=in_channels,
+                classes=classes,
+            )
         try:
             with _hub_offline(not allow_download):
                 return cls(
@@ -116,7 +140,9 @@ def build_model(
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"ImageNet weights for encoder {encoder!r} are not available offline ({type(exc).__name__}). "
-                "Provide them in one of these ways: (1) pass encoder_weights='/path/to/encoder.safetensors' "
+                "Provide them in one of these ways: (0) put torchvision's ImageNet file "
+                f"({encoder}-<hash>.pth) in {Path(torch.hub.get_dir()) / 'checkpoints'}; "
+                "(1) pass encoder_weights='/path/to/encoder.safetensors' "
                 "(a state dict of the 3-channel encoder, e.g. model.safetensors of the Hugging Face repo "
                 f"smp-hub/{encoder}.imagenet); (2) pre-populate the Hugging Face cache on a connected "
                 f"machine (`huggingface-cli download smp-hub/{encoder}.imagenet`) and copy HF_HOME here; "
@@ -143,16 +169,22 @@ def build_model(
     return model
 
 
-def describe_weights(encoder_weights: str | os.PathLike | None) -> dict:
+def describe_weights(encoder_weights: str | os.PathLike | None, encoder: str = "resnet18") -> dict:
     """What a model's encoder started from, for its bundle: the setting and, for a local
-    weights file, its resolved path and SHA-256 (so a bundle names the exact file)."""
-    if encoder_weights is None or str(encoder_weights) == "imagenet":
-        return {"encoder_weights": encoder_weights}
+    weights file (given, or torchvision's file in the torch cache for ``"imagenet"``), its
+    resolved path and SHA-256, so a bundle names the exact file."""
+    if encoder_weights is None:
+        return {"encoder_weights": None}
     import hashlib
 
+    if str(encoder_weights) == "imagenet":
+        cached = torch_cached_weights(encoder)
+        if cached is None:
+            return {"encoder_weights": "imagenet", "source": "Hugging Face cache (smp-hub)"}
+        return {**describe_weights(cached), "encoder_weights": "imagenet"}
     path = Path(encoder_weights).expanduser().resolve()
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return {"encoder_weights": str(path), "sha256": digest}
+    return {"encoder_weights": str(path), "file": str(path), "sha256": digest}
 
 
 def weighted_bce_with_logits(

@@ -454,7 +454,7 @@ def write_bundle(
         "label": cfg.label,
         "min_brain_fraction": cfg.min_brain_fraction,
         "slice_crop": cfg.slice_crop,
-        "initial_weights": describe_weights(cfg.encoder_weights),
+        "initial_weights": describe_weights(cfg.encoder_weights, cfg.encoder),
         "config": cfg.to_dict(),
         "train_scans": [s.scan_id for s in scans],
         "train_patients": result.train_patients,

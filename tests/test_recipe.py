@@ -171,3 +171,25 @@ def test_n4_removes_a_bias_field_and_follows_the_dataset_spec(mrms_root):
     assert np.array_equal(brain0, brain1) and not np.array_equal(raw.data, n4.data)
     stored = np.asanyarray(nib.load(str(plain[0].flair)).dataobj)
     assert stored.shape == raw.shape  # the file itself is never changed
+
+
+def test_imagenet_from_torch_cache_and_recorded(tmp_path, monkeypatch):
+    """``imagenet`` takes torchvision's file from torch's hub cache; the bundle names it."""
+    from msnb.models import build_model, describe_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty: smp's hub copy is absent
+    src = build_model("unet", "resnet18", in_channels=3)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(src.encoder.state_dict(), folder / "resnet18-0123abcd.pth")
+    model = build_model("unetplusplus", "resnet18", encoder_weights="imagenet")
+    torch.testing.assert_close(
+        model.encoder.layer4[1].conv2.weight, src.encoder.layer4[1].conv2.weight
+    )
+    torch.testing.assert_close(model.encoder.conv1.weight[:, 0], src.encoder.conv1.weight.sum(1))
+    info = describe_weights("imagenet", "resnet18")
+    assert info["encoder_weights"] == "imagenet"
+    assert info["file"].endswith("resnet18-0123abcd.pth") and len(info["sha256"]) == 64
+    (folder / "resnet18-0123abcd.pth").unlink()
+    assert describe_weights("imagenet", "resnet18")["encoder_weights"] == "imagenet"

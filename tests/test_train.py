@@ -49,6 +49,7 @@ def test_build_model_variants():
 
 def test_imagenet_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no torchvision file either
     with pytest.raises(WeightsUnavailableError, match="encoder_weights='/path"):
         build_model("unet", "resnet18", encoder_weights="imagenet")
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
