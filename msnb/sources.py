@@ -31,6 +31,7 @@ from msnb.phantom import PRESETS, generate_phantom
 __all__ = [
     "dataset_folder",
     "ensure_phantom",
+    "find_scan",
     "load_datasets",
     "phantom_root",
     "resolve_dataset",
@@ -178,3 +179,39 @@ def load_datasets(specs: Mapping[str, Mapping]) -> list[Scan]:
             found = [dataclasses.replace(s, n4=True) for s in found]
         scans.extend(found)
     return scans
+
+
+def find_scan(
+    specs: Mapping[str, Mapping], dataset: str, subject: str, *, timepoint: str = "01"
+) -> Scan:
+    """One scan of a resolved dataset (e.g. a normalization template).
+
+    Parameters
+    ----------
+    specs : mapping of str to mapping
+        Resolved datasets (see :func:`resolve_datasets`).
+    dataset : str
+        A name in ``specs``.
+    subject : str
+        The scan's subject, as the dataset's adapter names it (MSSEG 2016: ``"08_03"`` is
+        center 08, patient 03).
+    timepoint : str, default "01"
+
+    Raises
+    ------
+    ValueError
+        ``dataset`` is not in ``specs``, or has no such scan (the message names the dataset
+        and lists some of its subjects).
+    """
+    if dataset not in specs:
+        raise ValueError(f"dataset {dataset!r} is not resolved (resolved: {', '.join(specs)})")
+    scans = load_datasets({dataset: specs[dataset]})
+    for scan in scans:
+        if scan.subject == subject and scan.timepoint == timepoint:
+            return scan
+    subjects = sorted({s.subject for s in scans})
+    shown = ", ".join(subjects[:8]) + (", ..." if len(subjects) > 8 else "")
+    raise ValueError(
+        f"dataset {dataset!r} has no scan of subject {subject!r} at timepoint {timepoint!r} "
+        f"({len(subjects)} subjects: {shown})"
+    )

@@ -13,6 +13,7 @@ import yaml
 
 from msnb.paths import parameters_dir
 from msnb.recipe import TrainConfig, model_id_for
+from msnb.sources import resolve_datasets
 from msnb.study import (
     TRAINING_DEFAULTS,
     TRAINING_KEYS,
@@ -26,6 +27,7 @@ from msnb.study import (
 )
 from msnb.study.jobs import read_job_record, write_job_record
 from msnb.study.notebooks import KERNEL, kernel_manager_class
+from msnb.study.spec import SET_ONLY_KEYS
 
 
 def write_study(tmp_path: Path, **changes) -> Path:
@@ -44,20 +46,22 @@ def write_study(tmp_path: Path, **changes) -> Path:
     return path
 
 
+ISBI_SINGLE = "isbi2015__quantile__unetplusplus-resnet18__union"
+
+
 def test_quick_study_expands_to_each_configuration_once(tmp_path):
     study = load_study(parameters_dir() / "quick.yaml", out_root=tmp_path)
     trains, evals = expand_study(study)
     ids = [t.model_id for t in trains]
     assert len(ids) == len(set(ids))
-    # 4 single + 4 combinations + labels (rater1 shared with single ISBI: +rater2, +union)
-    # + 4 linear + 4 unet
-    assert len(trains) == 4 + 4 + 2 + 4 + 4
-    isbi = next(
-        t for t in trains if t.model_id == "isbi2015__quantile__unetplusplus-resnet18__rater1"
-    )
+    # 4 single + 4 combinations + labels (union shared with single ISBI: +rater1, +rater2)
+    # + 8 linear + 8 unet (of single and combinations) + 4 with the per-model reference
+    assert len(trains) == 4 + 4 + 2 + 8 + 8 + 4
+    assert len(evals) == 12 + 7 + 6 + 19 + 19 + 12
+    isbi = next(t for t in trains if t.model_id == ISBI_SINGLE)
     assert set(isbi.experiments) == {"single", "labels"}
     assert "msseg2016_train+3dmrms__quantile__unetplusplus-resnet18__consensus" in ids
-    assert "3dmrms__linear__unetplusplus-resnet18__consensus" in ids
+    assert "isbi2015+3dmrms__linear__unetplusplus-resnet18__consensus" in ids
     assert "3dmrms__quantile__unet-resnet18__consensus" in ids
     single_3d = [
         e.test_dataset
@@ -72,6 +76,79 @@ def test_quick_study_expands_to_each_configuration_once(tmp_path):
     assert [s.kind for s in specs[: len(trains)]] == ["train"] * len(trains)
     assert specs[0].output == tmp_path / "quick" / "train" / f"{trains[0].model_id}.ipynb"
     assert all(s.depends_on in ids for s in specs if s.kind == "eval")
+    # every model but the ablation's own reference normalizes onto the one template
+    own = {t.model_id for t in trains if t.experiments == ("ablation:own_reference",)}
+    assert len(own) == 4
+    for s in specs[: len(trains)]:
+        if s.name in own:
+            assert "normalization_reference" not in s.parameters and "template" not in s.parameters
+        else:
+            assert s.parameters["normalization_reference"] == "template"
+            assert s.parameters["template"] == "?msseg2016_train/08_01/01"
+            assert s.parameters["selection_metric"] == "mean_slice_dice"
+
+
+def test_paper_study_is_the_papers_grid(tmp_path):
+    study = load_study(parameters_dir() / "paper.yaml", out_root=tmp_path)
+    trains, evals = expand_study(study)
+    assert len(trains) == 26 and len(evals) == 63
+    models = [(["isbi2015"], "union")] + [
+        ([d], "consensus") for d in ("msseg2016_train", "msseg2016_test", "3dmrms")
+    ]
+    models += [
+        (["msseg2016_train", "3dmrms"], "consensus"),
+        (["isbi2015", "msseg2016_train"], "consensus"),
+        (["isbi2015", "3dmrms"], "consensus"),
+        (["msseg2016_train", "3dmrms", "isbi2015"], "consensus"),
+    ]
+    variants = [("quantile", "unetplusplus"), ("linear", "unetplusplus"), ("quantile", "unet")]
+    expected = {(tuple(d), label, *v) for d, label in models for v in variants}
+    expected |= {(("isbi2015",), r, "quantile", "unetplusplus") for r in ("rater1", "rater2")}
+    got = [
+        (
+            t.train_datasets,
+            t.settings["label"],
+            t.settings["normalization"],
+            t.settings["architecture"],
+        )
+        for t in trains
+    ]
+    assert len(got) == len(set(got)) and set(got) == expected
+    # the labels experiment's union model is the ISBI single model: one job for both
+    (isbi,) = [
+        t
+        for t in trains
+        if t.train_datasets == ("isbi2015",)
+        and t.settings["label"] == "union"
+        and t.settings["normalization"] == "quantile"
+        and t.settings["architecture"] == "unetplusplus"
+    ]
+    assert isbi.model_id == ISBI_SINGLE and set(isbi.experiments) == {"single", "labels"}
+    per_experiment = {
+        tag: sum(tag in e.experiments for e in evals)
+        for tag in ("single", "combinations", "labels", "ablation:linear", "ablation:unet")
+    }
+    assert per_experiment == {
+        "single": 12,
+        "combinations": 7,
+        "labels": 9,  # 3 of them shared with single: the union model
+        "ablation:linear": 19,
+        "ablation:unet": 19,
+    }
+    specs = [s for s in job_specs(study) if s.kind == "train"]
+    paper = {
+        "encoder_weights": "imagenet",
+        "lr_step_epochs": 20,
+        "autocast": "none",
+        "selection_metric": "mean_slice_dice",
+        "normalization_reference": "template",
+        "template": "?msseg2016_train/08_03/01",
+        "slice_crop": "none",
+        "min_brain_fraction": 0.0,
+    }
+    assert all(s.parameters.items() >= paper.items() for s in specs)
+    assert all(s.parameters.get("lr_gamma", 0.5) == 0.5 for s in specs)
+    assert study.datasets["3dmrms"]["n4"] and "n4" not in study.datasets["isbi2015"]
 
 
 def test_model_id_gets_a_hash_only_when_hidden_settings_change():
@@ -124,6 +201,55 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
             {"experiments.ablations": [{"name": "x", "change": {"size": 32}, "of": "transfer"}]},
             r"experiments.ablations\[0\].of: expected some of single, combinations, labels",
         ),
+        ({"training.lr_step_epochs": 0}, r"training.lr_step_epochs: expected at least 1"),
+        ({"training.lr_step_epochs": 2.5}, r"training.lr_step_epochs: expected int/null"),
+        ({"training.lr_gamma": 0}, r"training.lr_gamma: expected a factor in \(0, 1\]"),
+        (
+            {"training.selection_metric": "dice"},
+            r"training.selection_metric: expected one of pooled_dice, mean_slice_dice, got 'dice'",
+        ),
+        (
+            {"training.normalization_reference": "atlas"},
+            r"training.normalization_reference: expected one of training, template",
+        ),
+        ({"training.slice_crop": "box"}, r"training.slice_crop: expected one of brain, none"),
+        ({"training.min_brain_fraction": 1.5}, r"training.min_brain_fraction: expected a fraction"),
+        (
+            {"training.autocast": "fp64"},
+            r"training.autocast: expected one of auto, bf16, fp16, none",
+        ),
+        ({"training.template": None}, r"training.normalization_reference: 'template' needs"),
+        ({"training.template": "08_01"}, r"training.template: expected dict/null"),
+        (
+            {"training.template": {"dataset": "brats", "subject": "01"}},
+            r"training.template.dataset: expected one of the study's datasets",
+        ),
+        (
+            {"training.template": {"dataset": "msseg2016_train", "subject": 801}},
+            r"training.template.subject: expected a quoted id",
+        ),
+        (
+            {"training.template": {"dataset": "3dmrms", "subject": "01", "center": "x"}},
+            r"training.template.center: unknown key",
+        ),
+        (
+            {
+                "training.normalization_reference": None,
+                "training.template": None,
+                "experiments.ablations": [
+                    {"name": "t", "change": {"normalization_reference": "template"}}
+                ],
+            },
+            r"experiments.ablations\[0\].change.normalization_reference: 'template' needs",
+        ),
+        (
+            {"datasets.3dmrms": {"phantom": "quick", "n4": "yes"}},
+            r"datasets.3dmrms.n4: expected true or false",
+        ),
+        (
+            {"datasets.3dmrms": {"adapter": "3dmrms", "root": "/x", "n_4": True}},
+            r"datasets.3dmrms.n_4: unknown key for a dataset folder",
+        ),
     ],
 )
 def test_malformed_study_names_the_key(tmp_path, change, message):
@@ -131,6 +257,69 @@ def test_malformed_study_names_the_key(tmp_path, change, message):
     with pytest.raises(StudyError, match=message) as info:
         load_study(path, out_root=tmp_path)
     assert str(path) in str(info.value)
+
+
+# The dry-run digests of tiny.yaml's jobs (out_root /tmp/digest_out, where nothing is written)
+# before the recipe settings of issue 11 existed: a study that does not use them keeps its
+# jobs' parameters, so its finished jobs stay done.
+TINY_DIGESTS = {
+    "msseg2016_train__quantile__unetplusplus-resnet18__consensus": "4b3c9008",
+    "3dmrms__quantile__unetplusplus-resnet18__consensus": "6d4db348",
+    "msseg2016_train__linear__unetplusplus-resnet18__consensus": "c6107829",
+    "3dmrms__linear__unetplusplus-resnet18__consensus": "fcc13559",
+    "msseg2016_train__quantile__unetplusplus-resnet18__consensus__3dmrms": "0995dd86",
+    "3dmrms__quantile__unetplusplus-resnet18__consensus__msseg2016_train": "2c7176df",
+    "msseg2016_train__linear__unetplusplus-resnet18__consensus__3dmrms": "989115d8",
+    "3dmrms__linear__unetplusplus-resnet18__consensus__msseg2016_train": "5eb5eeda",
+}
+
+
+def test_studies_without_the_new_settings_keep_their_digests():
+    study = load_study(parameters_dir() / "tiny.yaml", out_root=Path("/tmp/digest_out"))
+    specs = job_specs(study)
+    assert {s.name: s.digest[:8] for s in specs} == TINY_DIGESTS
+    assert not any(k in s.parameters for s in specs for k in SET_ONLY_KEYS)
+
+
+def _template_study(tmp_path: Path, msseg_root: Path, mrms_root: Path, subject: str) -> Path:
+    spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    spec["datasets"] = {
+        "msseg2016_train": {"adapter": "msseg2016_train", "root": str(msseg_root)},
+        "3dmrms": {"adapter": "3dmrms", "root": str(mrms_root), "n4": True},
+    }
+    spec["training"]["normalization_reference"] = "template"
+    spec["training"]["template"] = {"dataset": "msseg2016_train", "subject": subject}
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_template_scan_and_n4_reach_the_training_jobs(tmp_path, msseg_root, mrms_root):
+    study = load_study(_template_study(tmp_path, msseg_root, mrms_root, "08_01"), out_root=tmp_path)
+    datasets = resolve_datasets(list(study.datasets), specs=study.datasets)
+    trains = [s for s in job_specs(study, datasets) if s.kind == "train"]
+    patient = msseg_root / "Training" / "Center_08" / "Patient_01"
+    for s in trains:
+        p = s.parameters
+        assert p["template"] == str(patient / "Preprocessed_Data" / "FLAIR_preprocessed.nii.gz")
+        assert p["template_brain_mask"] == str(patient / "Masks" / "Brain_Mask.nii.gz")
+        config = TrainConfig.from_parameters(p)  # what 03_train builds from them
+        assert config.normalization_reference == "template" and config.template == p["template"]
+        if "3dmrms" in p["train_datasets"]:
+            assert p["dataset_specs"]["3dmrms"]["n4"] is True
+        else:
+            assert "n4" not in p["dataset_specs"]["msseg2016_train"]
+    # the same template file for every model (the paper's one reference)
+    assert len({s.parameters["template"] for s in trains}) == 1 and len(trains) == 4
+
+
+def test_missing_template_scan_names_it(tmp_path, msseg_root, mrms_root):
+    study = load_study(_template_study(tmp_path, msseg_root, mrms_root, "08_03"), out_root=tmp_path)
+    datasets = resolve_datasets(list(study.datasets), specs=study.datasets)
+    with pytest.raises(StudyError, match=r"template\.yaml: template: .*'msseg2016_train'") as info:
+        job_specs(study, datasets)
+    assert "'08_03'" in str(info.value) and "01_01" in str(info.value)
+    assert job_specs(study)[0].parameters["template"] == "?msseg2016_train/08_03/01"  # dry run
 
 
 def test_study_training_defaults_are_the_recipe():
@@ -229,6 +418,32 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     again_run = run_study(study, progress=False)
     assert again_run["jobs"] == [] and not again_run["failed"]
     assert (out / "statistics.ipynb").stat().st_mtime_ns == stats_written
+
+
+@pytest.mark.slow
+def test_paper_settings_run_through_the_notebooks(tmp_path):
+    """paper.yaml's recipe settings (but ImageNet weights) on the tiny phantom, N4 on 3D-MR-MS."""
+    from msnb.study import run_study
+
+    paper = yaml.safe_load((parameters_dir() / "paper.yaml").read_text())["training"]
+    spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    keys = ("lr_step_epochs", "autocast", "selection_metric", "normalization_reference")
+    spec["training"].update({k: paper[k] for k in (*keys, "slice_crop", "min_brain_fraction")})
+    spec["training"]["template"] = {"dataset": "msseg2016_train", "subject": "08_01"}
+    spec["datasets"]["3dmrms"]["n4"] = True
+    spec["experiments"] = {"single": ["msseg2016_train", "3dmrms"]}
+    path = tmp_path / "paper_tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    study = load_study(path, out_root=tmp_path / "out")
+    model = "3dmrms__quantile__unetplusplus-resnet18__consensus"
+    out = run_study(study, only=[model, f"{model}__msseg2016_train"], statistics=False)
+    assert [j["status"] for j in out["jobs"]] == ["ok", "ok"], out["failed"]
+    bundle = json.loads((study.out_dir / "train" / model / "metrics.json").read_text())
+    used = bundle["parameters"]
+    assert used["normalization_reference"] == "template" and used["template"].endswith(
+        "FLAIR_preprocessed.nii.gz"
+    )
+    assert {k: used[k] for k in keys} == {k: paper[k] for k in keys}
 
 
 @pytest.mark.slow

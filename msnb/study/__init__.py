@@ -13,13 +13,19 @@ Example (see ``parameters/quick.yaml``)::
     datasets:
       isbi2015: {phantom: quick, seed: 0}
       msseg2016_train: {adapter: msseg2016_train, root: ${MSNB_DATA}/msseg2016}
-    training: {architecture: unetplusplus, encoder: resnet18, size: 96, epochs: 8}
+      3dmrms: {adapter: 3dmrms, root: ${MSNB_DATA}/3dmrms, n4: true}
+    training:
+      architecture: unetplusplus
+      size: 96
+      epochs: 8
+      normalization_reference: template     # one quantile template for every model
+      template: {dataset: msseg2016_train, subject: "08_03"}
     experiments:
       single: [isbi2015, msseg2016_train]
       combinations: [{train: [isbi2015, msseg2016_train], test: [3dmrms]}]
       labels: {dataset: isbi2015, labels: [rater1, rater2, union]}
       ablations:
-        - {name: linear, change: {normalization: linear}, of: [single]}
+        - {name: linear, change: {normalization: linear}, of: [single, combinations]}
 
 Modules, in the order a study runs:
 
@@ -46,6 +52,7 @@ from msnb.study.jobs import (
     job_result,
     job_specs,
     run_job,
+    template_parameters,
     train_job_parameters,
 )
 from msnb.study.notebooks import execute_notebook
@@ -86,6 +93,7 @@ __all__ = [
     "rater_datasets",
     "run_job",
     "run_study",
+    "template_parameters",
     "train_job_parameters",
     "write_study_report",
     "write_timings",

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from msnb.files import write_json
 from msnb.paths import notebooks_dir
+from msnb.sources import find_scan
 from msnb.study.grid import EvalJob, TrainJob, expand_study
 from msnb.study.notebooks import execute_notebook
-from msnb.study.spec import Study
+from msnb.study.spec import SET_ONLY_KEYS, TRAINING_DEFAULTS, Study, StudyError
 
 __all__ = [
     "AGREEMENT_NOTEBOOK",
@@ -35,6 +36,7 @@ __all__ = [
     "notebook_job",
     "read_job_record",
     "run_job",
+    "template_parameters",
     "train_job_parameters",
     "write_job_record",
 ]
@@ -139,15 +141,68 @@ def run_job(spec: JobSpec, *, progress: bool = False) -> dict:
     return job_result(spec, "ok", seconds=seconds)
 
 
-def train_job_parameters(job: TrainJob, datasets: dict[str, dict], out_dir: Path) -> dict:
-    """Papermill parameters of ``03_train`` for a training job."""
+def train_job_parameters(
+    job: TrainJob, datasets: dict[str, dict], out_dir: Path, *, templates: dict | None = None
+) -> dict:
+    """Papermill parameters of ``03_train`` for a training job.
+
+    Every setting of the job, except those of :data:`msnb.study.spec.SET_ONLY_KEYS` left at
+    their default; with ``normalization_reference: template``, ``template`` and
+    ``template_brain_mask`` are the template scan's files (not its scan id).
+
+    Parameters
+    ----------
+    job : TrainJob
+    datasets : dict
+        Resolved datasets (or the dry run's placeholders).
+    out_dir : Path
+        The study's folder.
+    templates : dict, optional
+        ``{scan id: parameters}`` from :func:`template_parameters`; needed for a job whose
+        reference is a template.
+    """
+    settings = job.settings
+    shown = {
+        k: v
+        for k, v in settings.items()
+        if k != "template" and (k not in SET_ONLY_KEYS or v != TRAINING_DEFAULTS[k])
+    }
+    if settings["normalization_reference"] == "template":
+        shown.update((templates or {})[settings["template"]])
     return {
         "train_datasets": list(job.train_datasets),
         "dataset_specs": {d: datasets[d] for d in job.train_datasets},
         "model_id": job.model_id,
         "out_dir": str(out_dir / "train"),
-        **job.settings,
+        **shown,
     }
+
+
+def template_parameters(scan_id: str, datasets: dict[str, dict] | None) -> dict[str, str]:
+    """``{"template", "template_brain_mask"}`` of ``03_train`` for a template scan.
+
+    Parameters
+    ----------
+    scan_id : str
+        ``"<dataset>/<subject>/<timepoint>"`` (see :class:`msnb.study.spec.Study`).
+    datasets : dict or None
+        Resolved datasets; None in a dry run, which gets ``"?<scan id>"`` placeholders.
+
+    Returns
+    -------
+    dict
+        The template's FLAIR file and its brain mask file (``""`` when it has none).
+
+    Raises
+    ------
+    ValueError
+        The dataset has no such scan (the message lists some of its subjects).
+    """
+    if datasets is None:
+        return {"template": f"?{scan_id}", "template_brain_mask": "?"}
+    dataset, subject, timepoint = scan_id.split("/")
+    scan = find_scan(datasets, dataset, subject, timepoint=timepoint)
+    return {"template": str(scan.flair), "template_brain_mask": str(scan.brain_mask or "")}
 
 
 def eval_job_parameters(job: EvalJob, datasets: dict[str, dict], out_dir: Path) -> dict:
@@ -169,15 +224,28 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     study : Study
     datasets : dict, optional
         Resolved datasets (:func:`msnb.sources.resolve_datasets`); without them the
-        parameters hold ``"?"`` for each dataset's adapter and root (a dry run).
+        parameters hold ``"?"`` for each dataset's adapter and root and for the template
+        scan's files (a dry run).
+
+    Raises
+    ------
+    StudyError
+        The template scan a training needs is not in its dataset.
     """
     trains, evals = expand_study(study)
+    templates = _templates(study, trains, datasets)
     if datasets is None:
-        datasets = {n: {"adapter": "?", "root": "?"} for n in study.datasets}
+        datasets = {n: _placeholder(spec) for n, spec in study.datasets.items()}
     out = study.out_dir
     # (kind, notebook, name, parameters, training it depends on); kind is also the folder
     grid = [
-        ("train", TRAIN_NOTEBOOK, j.model_id, train_job_parameters(j, datasets, out), None)
+        (
+            "train",
+            TRAIN_NOTEBOOK,
+            j.model_id,
+            train_job_parameters(j, datasets, out, templates=templates),
+            None,
+        )
         for j in trains
     ]
     grid += [
@@ -227,3 +295,27 @@ def notebook_job(
         depends_on=depends_on,
         inputs=dict(inputs or {}),
     )
+
+
+def _placeholder(spec: dict) -> dict:
+    """A dry run's stand-in for a resolved dataset: ``"?"`` for its adapter and root."""
+    return {"adapter": "?", "root": "?", **({"n4": True} if spec.get("n4") else {})}
+
+
+def _templates(study: Study, trains: list[TrainJob], datasets: dict | None) -> dict:
+    """:func:`template_parameters` of each template the trainings use, found once each.
+
+    Raises
+    ------
+    StudyError
+        A template scan is missing (the message names the study file).
+    """
+    ids = {
+        t.settings["template"]
+        for t in trains
+        if t.settings["normalization_reference"] == "template"
+    }
+    try:
+        return {i: template_parameters(i, datasets) for i in sorted(ids)}
+    except ValueError as exc:
+        raise StudyError(f"{study.path}: template: {exc}") from exc

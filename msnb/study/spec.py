@@ -17,13 +17,22 @@ from typing import NoReturn
 import yaml
 
 from msnb.datasets import ADAPTERS, DATASETS
+from msnb.device import AUTOCAST_MODES
 from msnb.paths import data_root, outputs_root
-from msnb.recipe import TrainConfig, canonical_architecture
+from msnb.recipe import (
+    REFERENCES,
+    SELECTION_METRICS,
+    SLICE_CROPS,
+    TrainConfig,
+    canonical_architecture,
+)
 from msnb.sources import phantom_root
 
 __all__ = [
     "EXPERIMENT_KINDS",
     "LABELS",
+    "SET_ONLY_KEYS",
+    "TRAINING_CHOICES",
     "TRAINING_DEFAULTS",
     "TRAINING_KEYS",
     "Study",
@@ -49,10 +58,39 @@ TRAINING_KEYS = {
     "val_fraction": float,
     "pos_weight": float,
     "max_slices_per_epoch": (int, type(None)),
+    "lr_step_epochs": (int, type(None)),
+    "lr_gamma": float,
+    "selection_metric": str,
+    "normalization_reference": str,
+    "slice_crop": str,
+    "min_brain_fraction": float,
+    "autocast": str,
+    # {dataset, subject[, timepoint]} in the file; its scan id in Study.training
+    "template": (dict, type(None)),
 }
+#: The settings of :data:`TRAINING_KEYS` that take one of a few values.
+TRAINING_CHOICES = {
+    "selection_metric": SELECTION_METRICS,
+    "normalization_reference": REFERENCES,
+    "slice_crop": SLICE_CROPS,
+    "autocast": AUTOCAST_MODES,
+}
+#: Settings the training notebook receives only when they differ from their default: they
+#: came after the first studies ran, whose jobs thus keep their parameters and digests.
+SET_ONLY_KEYS = (
+    "lr_step_epochs",
+    "lr_gamma",
+    "selection_metric",
+    "normalization_reference",
+    "slice_crop",
+    "min_brain_fraction",
+    "autocast",
+    "template",
+)
 _RECIPE = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 #: Defaults of :data:`TRAINING_KEYS`: those of :class:`msnb.recipe.TrainConfig`.
 TRAINING_DEFAULTS = {key: _RECIPE[key] for key in TRAINING_KEYS}
+_TEMPLATE_KEYS = ("dataset", "subject", "timepoint")
 EXPERIMENT_KINDS = ("single", "combinations", "labels", "ablations")
 #: The labels of the ``labels`` experiment when the study file names none.
 LABELS = ("rater1", "rater2", "union")
@@ -75,11 +113,14 @@ class Study:
     path : Path or None
         The study file.
     datasets : dict
-        ``{name: {"phantom", "seed"}}`` or ``{name: {"adapter", "root", "options"}}``.
+        ``{name: {"phantom", "seed"}}`` or ``{name: {"adapter", "root", "options"}}``, with
+        ``"n4": True`` where the file asks for N4 correction.
     training : dict
-        Every key of :data:`TRAINING_KEYS`: the file's settings over :data:`TRAINING_DEFAULTS`.
+        Every key of :data:`TRAINING_KEYS`: the file's settings over :data:`TRAINING_DEFAULTS`;
+        ``template`` is the template scan's id ``"<dataset>/<subject>/<timepoint>"`` (or None).
     experiments : dict
-        The ``experiments`` mapping as written in the file.
+        The ``experiments`` mapping as written in the file, each ablation's ``change`` parsed
+        as ``training`` is.
     out_dir : Path
         ``<out_root>/<name>``.
     raw : dict
@@ -120,22 +161,31 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
         _fail(where, "name", f"expected a simple name (letters, digits, _ . -), got {name!r}")
     datasets = _parse_datasets(where, raw.get("datasets"))
-    _check_training(where, "training", raw.get("training") or {})
-    training = {**TRAINING_DEFAULTS, **(raw.get("training") or {})}
+    training = {
+        **TRAINING_DEFAULTS,
+        **_parse_training(where, "training", raw.get("training") or {}, datasets),
+    }
+    _check_reference(where, "training", training)
     _check_experiments(where, raw.get("experiments"), datasets)
+    experiments = dict(raw["experiments"])
+    if "ablations" in experiments:
+        experiments["ablations"] = _parse_ablations(where, experiments, datasets, training)
     return Study(
         name=name,
         path=path,
         datasets=datasets,
         training=training,
-        experiments=raw["experiments"],
+        experiments=experiments,
         out_dir=Path(out_root or outputs_root()) / name,
         raw=raw,
     )
 
 
-def _check_training(where: str, prefix: str, values) -> None:
-    """Check a mapping of training settings (names, types, architecture) at key ``prefix``.
+def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
+    """Check a mapping of training settings at key ``prefix``; return it parsed.
+
+    Checks each setting's name, type, architecture, choice (:data:`TRAINING_CHOICES`) and
+    range; ``template`` becomes its scan id (see :class:`Study`).
 
     Raises
     ------
@@ -144,19 +194,75 @@ def _check_training(where: str, prefix: str, values) -> None:
     """
     if not isinstance(values, dict):
         _fail(where, prefix, "expected a mapping")
+    parsed = dict(values)
     for k, v in values.items():
+        key = f"{prefix}.{k}"
         if k not in TRAINING_KEYS:
-            _fail(
-                where,
-                f"{prefix}.{k}",
-                f"unknown training setting (known: {', '.join(TRAINING_KEYS)})",
-            )
-        _check_type(where, f"{prefix}.{k}", v, TRAINING_KEYS[k])
+            _fail(where, key, f"unknown training setting (known: {', '.join(TRAINING_KEYS)})")
+        _check_type(where, key, v, TRAINING_KEYS[k])
+        if k in TRAINING_CHOICES and v not in TRAINING_CHOICES[k]:
+            _fail(where, key, f"expected one of {', '.join(TRAINING_CHOICES[k])}, got {v!r}")
+    _check_ranges(where, prefix, values)
     if "architecture" in values:
         try:
             canonical_architecture(values["architecture"])
         except ValueError as exc:
             _fail(where, f"{prefix}.architecture", str(exc))
+    if "template" in values:
+        parsed["template"] = _parse_template(
+            where, f"{prefix}.template", values["template"], datasets
+        )
+    return parsed
+
+
+def _check_ranges(where: str, prefix: str, values: dict) -> None:
+    """The numeric settings of the recipe that :class:`TrainConfig` would refuse."""
+    step = values.get("lr_step_epochs")
+    if step is not None and step < 1:
+        _fail(where, f"{prefix}.lr_step_epochs", f"expected at least 1 (or null), got {step}")
+    gamma = values.get("lr_gamma", 0.5)
+    if not 0 < gamma <= 1:
+        _fail(where, f"{prefix}.lr_gamma", f"expected a factor in (0, 1], got {gamma}")
+    fraction = values.get("min_brain_fraction", 0.0)
+    if not 0 <= fraction < 1:
+        _fail(
+            where, f"{prefix}.min_brain_fraction", f"expected a fraction in [0, 1), got {fraction}"
+        )
+
+
+def _parse_template(where: str, key: str, value: dict | None, datasets: dict) -> str | None:
+    """The scan id ``"<dataset>/<subject>/<timepoint>"`` of ``{dataset, subject[, timepoint]}``."""
+    if value is None:
+        return None
+    extra = set(value) - set(_TEMPLATE_KEYS)
+    if extra:
+        _fail(
+            where, f"{key}.{sorted(extra)[0]}", f"unknown key (known: {', '.join(_TEMPLATE_KEYS)})"
+        )
+    dataset = value.get("dataset")
+    if dataset not in datasets:
+        _fail(
+            where,
+            f"{key}.dataset",
+            f"expected one of the study's datasets ({', '.join(datasets)}), got {dataset!r}",
+        )
+    parts = [dataset]
+    for part, default in (("subject", None), ("timepoint", "01")):
+        text = value.get(part, default)
+        if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+            _fail(where, f"{key}.{part}", f'expected a quoted id such as "08_03", got {text!r}')
+        parts.append(text)
+    return "/".join(parts)
+
+
+def _check_reference(where: str, prefix: str, settings: dict) -> None:
+    """``normalization_reference: template`` needs the template scan (``template``)."""
+    if settings["normalization_reference"] == "template" and not settings["template"]:
+        _fail(
+            where,
+            f"{prefix}.normalization_reference",
+            "'template' needs the template scan: template: {dataset: NAME, subject: ID}",
+        )
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -231,10 +337,10 @@ def _parse_phantom(where: str, key: str, name: str, spec: dict) -> dict:
     except ValueError as exc:
         _fail(where, f"{key}.phantom", str(exc))
     _check_type(where, f"{key}.seed", spec.get("seed", 0), int)
-    extra = set(spec) - {"phantom", "seed"}
+    extra = set(spec) - {"phantom", "seed", "n4"}
     if extra:
         _fail(where, f"{key}.{sorted(extra)[0]}", "unknown key for a phantom dataset")
-    return {"phantom": spec["phantom"], "seed": int(spec.get("seed", 0))}
+    return {"phantom": spec["phantom"], "seed": int(spec.get("seed", 0)), **_n4(where, key, spec)}
 
 
 def _parse_folder(where: str, key: str, name: str, spec: dict) -> dict:
@@ -249,7 +355,19 @@ def _parse_folder(where: str, key: str, name: str, spec: dict) -> dict:
     options = spec.get("options", {})
     if not isinstance(options, dict):
         _fail(where, f"{key}.options", "expected a mapping of adapter options")
-    return {"adapter": adapter, "root": _expand_env(spec["root"]), "options": options}
+    extra = set(spec) - {"adapter", "root", "options", "n4"}
+    if extra:
+        _fail(where, f"{key}.{sorted(extra)[0]}", "unknown key for a dataset folder")
+    root = _expand_env(spec["root"])
+    return {"adapter": adapter, "root": root, "options": options, **_n4(where, key, spec)}
+
+
+def _n4(where: str, key: str, spec: dict) -> dict:
+    """``{"n4": True}`` when the spec asks for N4 correction, else ``{}`` (the spec unchanged)."""
+    n4 = spec.get("n4", False)
+    if not isinstance(n4, bool):
+        _fail(where, f"{key}.n4", f"expected true or false, got {n4!r}")
+    return {"n4": True} if n4 else {}
 
 
 # --------------------------------------------------------------------------- experiments
@@ -274,7 +392,6 @@ def _check_experiments(where: str, exps, datasets: dict) -> None:
         _check_combinations(where, exps["combinations"], datasets)
     if "labels" in exps:
         _check_labels(where, exps["labels"], datasets)
-    _check_ablations(where, exps)
 
 
 def _check_names(where: str, key: str, value, known: dict) -> None:
@@ -314,17 +431,20 @@ def _check_labels(where: str, spec, datasets: dict) -> None:
     _check_names(where, f"{key}.test", test, datasets)
 
 
-def _check_ablations(where: str, exps: dict) -> None:
+def _parse_ablations(where: str, exps: dict, datasets: dict, training: dict) -> list[dict]:
+    """The ablations, each ``change`` parsed as ``training`` is (see :func:`_parse_training`)."""
     ablations = exps.get("ablations") or []
     if not isinstance(ablations, list):
         _fail(where, "experiments.ablations", "expected a list of {name, change, of}")
+    parsed = []
     for i, abl in enumerate(ablations):
         key = f"experiments.ablations[{i}]"
         if not isinstance(abl, dict) or not isinstance(abl.get("name"), str):
             _fail(where, f"{key}.name", "expected a name")
-        _check_training(where, f"{key}.change", abl.get("change"))
-        if not abl["change"]:
+        change = _parse_training(where, f"{key}.change", abl.get("change"), datasets)
+        if not change:
             _fail(where, f"{key}.change", "expected at least one setting to change")
+        _check_reference(where, f"{key}.change", {**training, **change})
         of = abl.get("of", ["single"])
         kinds = [of] if isinstance(of, str) else of
         if not isinstance(kinds, list):
@@ -334,3 +454,5 @@ def _check_ablations(where: str, exps: dict) -> None:
                 _fail(where, f"{key}.of", f"expected some of {', '.join(_ABLATED)}; got {kind!r}")
             if kind not in exps:
                 _fail(where, f"{key}.of", f"experiment {kind!r} is not defined in this study")
+        parsed.append({**abl, "change": change})
+    return parsed
