@@ -29,7 +29,7 @@ LAYERS = {
         "msnb.predict",
         "msnb.train",
     ),
-    "analysis": ("msnb.agreement", "msnb.stats", "msnb.explore"),
+    "analysis": ("msnb.agreement", "msnb.stats", "msnb.explore", "msnb.paper"),
     "presentation": ("msnb.viz", "msnb.widgets", "msnb.report"),
     "study": ("msnb.study",),
     "cli": ("msnb.cli",),
@@ -160,9 +160,13 @@ def test_checker_catches_unplaced_modules_and_passes_a_clean_tree(tmp_path):
     )
     assert check_tree(pkg, TOY_LAYERS) == []
     (pkg / "extra.py").write_text("")
-    assert check_tree(pkg, TOY_LAYERS) == ["pkg.extra: not in any layer (add it to the layer table)"]
+    assert check_tree(pkg, TOY_LAYERS) == [
+        "pkg.extra: not in any layer (add it to the layer table)"
+    ]
 
 
-@pytest.mark.parametrize("module", ["msnb.phantom.generate", "msnb.stats.tables", "msnb.study.jobs"])
+@pytest.mark.parametrize(
+    "module", ["msnb.phantom.generate", "msnb.stats.tables", "msnb.study.jobs"]
+)
 def test_subpackages_take_their_package_layer(module):
     assert layer_of(module) == layer_of(module.rsplit(".", 1)[0])

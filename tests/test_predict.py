@@ -12,8 +12,8 @@ from conftest import affine_lps, make_brain, make_lesion, write
 from msnb.bundle import Bundle, save_bundle
 from msnb.cli import main
 from msnb.datasets import load_3dmrms
-from msnb.nifti import NiftiError, load_image
 from msnb.models import build_model
+from msnb.nifti import NiftiError, load_image
 from msnb.normalize import LinearNormalizer
 from msnb.predict import RESULT_COLUMNS, evaluate_scans, predict_volume, segment_file
 

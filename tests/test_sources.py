@@ -47,7 +47,11 @@ def test_phantom_has_one_cache_key(tmp_path, monkeypatch):
     by_spec = sources.resolve_dataset("isbi2015", {"phantom": "tiny", "seed": 3})
     by_default = sources.resolve_dataset("isbi2015", data_root="", seed=3)
     folder = sources.dataset_folder("msseg2016_train", "", seed=3)
-    assert by_spec == by_default == {"adapter": "isbi2015", "root": str(root / "isbi2015"), "options": {}}
+    assert (
+        by_spec
+        == by_default
+        == {"adapter": "isbi2015", "root": str(root / "isbi2015"), "options": {}}
+    )
     assert folder == root / "msseg2016"
     assert made == [(root, "tiny", 3)]  # generated once, then reused
     assert sources.dataset_folder("isbi2015", tmp_path / "real") == tmp_path / "real"

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from msnb import stats
+from msnb.datasets import CONSENSUS_FALLBACK
 
 DATASETS = {
     "isbi2015": [("isbi", 4)],
@@ -33,61 +34,42 @@ def _scans(test: str):
 
 
 def make_results(seed: int = 0, *, nan_fraction: float = 0.05) -> pd.DataFrame:
-    """A realistic results table: every experiment of the paper, random but seeded."""
+    """A realistic results table: every experiment of the paper, random but seeded.
+
+    Three single-dataset models (ISBI 2015's is its consensus fallback label, the union,
+    shared by the ``labels`` experiment), three combinations, the other two ISBI labels, a
+    linear and a UNet variant of every single and combination model, and one ablation that
+    changes a setting the configuration columns do not show (it is never a default model).
+    """
     rng = np.random.default_rng(seed)
+    fallback = CONSENSUS_FALLBACK["isbi2015"]
     models = []
-    base = {"label": "consensus", "normalization": "quantile", "architecture": "unetplusplus"}
-    train_sets = ("isbi2015", "msseg2016_train", "3dmrms")
-    isbi = {**base, "label": "rater1"}  # the study's consensus fallback for ISBI
-    for i, t in enumerate(train_sets):
-        b = isbi if t == "isbi2015" else base
-        models.append({**b, "train_datasets": t, "experiment": "single", "level": 0.5 + 0.1 * i})
-    models.append(
-        {
-            **base,
-            "train_datasets": "msseg2016_train+3dmrms",
-            "experiment": "combination",
-            "level": 0.72,
-        }
+
+    def add(train, level, tags, **changes):
+        label = fallback if train in CONSENSUS_FALLBACK else "consensus"
+        config = {"label": label, "normalization": "quantile", "architecture": "unetplusplus"}
+        models.append(
+            {**config, **changes, "train_datasets": train, "experiment": tags, "level": level}
+        )
+
+    singles = (("isbi2015", 0.5), ("msseg2016_train", 0.6), ("3dmrms", 0.7))
+    combos = (
+        ("msseg2016_train+3dmrms", 0.72),
+        ("isbi2015+msseg2016_train", 0.66),
+        ("msseg2016_train+3dmrms+isbi2015", 0.74),
     )
-    models.append(
-        {
-            **base,
-            "train_datasets": "isbi2015+msseg2016_train",
-            "experiment": "combination",
-            "level": 0.66,
-        }
-    )
-    for lab, lvl in (("rater2", 0.45), ("union", 0.55)):
-        models.append(
-            {
-                **base,
-                "train_datasets": "isbi2015",
-                "label": lab,
-                "experiment": "labels",
-                "level": lvl,
-            }
-        )
-    for i, t in enumerate(train_sets):
-        b = isbi if t == "isbi2015" else base
-        models.append(
-            {
-                **b,
-                "normalization": "linear",
-                "train_datasets": t,
-                "experiment": "ablation:linear",
-                "level": 0.4 + 0.1 * i,
-            }
-        )
-        models.append(
-            {
-                **b,
-                "architecture": "unet",
-                "train_datasets": t,
-                "experiment": "ablation:unet",
-                "level": 0.48 + 0.1 * i,
-            }
-        )
+    for train, level in singles:
+        add(train, level, "labels;single" if train == "isbi2015" else "single")
+    for train, level in combos:
+        add(train, level, "combinations")
+    for label, level in (("rater1", 0.45), ("rater2", 0.47), ("union", 0.5)):
+        if label != fallback:
+            add("isbi2015", level, "labels", label=label)
+    for train, level in singles + combos:
+        add(train, level - 0.1, "ablation:linear", normalization="linear")
+        add(train, level - 0.02, "ablation:unet", architecture="unet")
+    # normalization_reference: training, not a results column: the default's columns
+    add("msseg2016_train", 0.2, "ablation:own_reference")
     rows = []
     for k, m in enumerate(models):
         level = m.pop("level")
@@ -138,6 +120,25 @@ def test_wilcoxon_on_constant_shift_has_known_exact_p():
     assert row["effect"] == pytest.approx(1.0)  # rank-biserial: b above a on every pair
     assert row["mean_diff"] == pytest.approx(0.035)
     assert row["ci_low"] <= 0.035 <= row["ci_high"] and row["ci_method"] == "bootstrap"
+
+
+def test_wilcoxon_variant_exact_without_ties_else_normal_approximation():
+    import scipy
+
+    approx = (
+        "asymptotic" if tuple(map(int, scipy.__version__.split(".")[:2])) >= (1, 15) else "approx"
+    )
+    assert stats.wilcoxon_method([0.1, -0.2, 0.3]) == "exact"
+    assert stats.wilcoxon_method([0.1, -0.1, 0.3]) == approx  # tied |differences|
+    assert stats.wilcoxon_method([0.0, 0.2, 0.3]) == approx  # a zero difference
+    assert stats.wilcoxon_method(np.arange(1, 52) / 100) == approx  # over 50 pairs
+    # with ties: two-sided normal approximation with tie and continuity corrections
+    a = np.array([0.50, 0.61, 0.42, 0.70, 0.55, 0.66, 0.48, 0.52])
+    b = a + np.array([0.02, 0.02, -0.01, 0.05, 0.03, 0.04, 0.06, 0.01])
+    row = stats.compute_paired_test(a, b)
+    ref = sps.wilcoxon(b, a, correction=True, method=approx)
+    assert row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["p_value"] != pytest.approx(sps.wilcoxon(b, a, method="exact").pvalue)
 
 
 def test_paired_test_drops_nan_pairs_and_says_when_it_cannot_run():
@@ -257,8 +258,10 @@ def test_all_tables_shapes_and_counts():
     tables = stats.compute_all_tables(df)
     tt = tables["train_test"]
     assert len(tt) == 3 * 4 * 2  # 3 training sets x 4 test sets x (dice, iou)
-    # ISBI's single model is the rater1 model (the study's consensus fallback)
+    # ISBI's single model is its consensus-fallback (union) model; the own_reference ablation
+    # has the default's columns but serves an ablation only: never a default model
     assert set(tt["train_datasets"]) == {"isbi2015", "msseg2016_train", "3dmrms"}
+    assert (tt["n_models"] == 1).all()
     single = df[(df["experiment"] == "single") & (df["train_datasets"] == "3dmrms")]
     cell = tt[
         (tt["train_datasets"] == "3dmrms")
@@ -271,18 +274,20 @@ def test_all_tables_shapes_and_counts():
     assert len(tables["train_means"]) == 3
     assert (tables["train_means"]["n_test_sets"] == 4).all()
     assert (tables["train_means"]["n_cross_test_sets"] == 3).all()
-    # Table 4: 2 combinations x 4 test sets x (combination + 2 components)
-    assert len(tables["combinations"]) == 2 * 4 * 3
+    # Table 4: 4 test sets x (2 combinations x (1 + 2 components) + 1 x (1 + 3 components))
+    assert len(tables["combinations"]) == 4 * (2 * 3 + 4)
     assert tables["combinations"]["role"].value_counts().to_dict() == {
-        "component": 16,
-        "combination": 8,
+        "component": 28,
+        "combination": 12,
     }
     labels = tables["labels"]
     assert set(labels["label"]) == {"rater1", "rater2", "union"}
     assert set(labels["train_datasets"]) == {"isbi2015"}
     for factor in ("normalization", "architecture"):
         ab = tables[f"ablation_{factor}"]
-        assert len(ab) == 3 * 4
+        # single and combination models: (3 + 3) x 4 test sets, as the paper's 12 + 7
+        assert len(ab) == (3 + 3) * 4
+        assert ab["train_datasets"].str.contains("+", regex=False).sum() == 3 * 4
         assert (
             ab["dice_diff"]
             == ab.filter(regex="^dice_(linear|unet)$").iloc[:, 0]
@@ -296,7 +301,54 @@ def test_all_tables_shapes_and_counts():
     assert ok["p_value"].between(0, 1).all() and ok["effect"].notna().all()
     # the linear ablation is constructed 0.1 lower on every pair
     lin = tests[(tests["table"] == "ablation_normalization") & (tests["unit"] == "pair")].iloc[0]
-    assert lin["n"] == 12 and lin["mean_diff"] < 0 and lin["effect"] < 0 and lin["ci_high"] < 0
+    assert lin["n"] == 24 and lin["mean_diff"] < 0 and lin["effect"] < 0 and lin["ci_high"] < 0
+
+
+def test_ablation_pairs_only_default_models_of_tables_2_and_4():
+    df = make_results(nan_fraction=0.0)
+    # a rater2 model trained with linear normalization is no Table 6 model (its quantile
+    # twin is no default model either), and the own_reference model is no reference
+    extra = df[(df["label"] == "rater2") & (df["experiment"] == "labels")].assign(
+        normalization="linear", model_id="rater2_linear", experiment="ablation:linear"
+    )
+    ab = stats.compute_ablation_table(pd.concat([df, extra]), factor="normalization")
+    assert set(ab["label"]) == {"consensus", CONSENSUS_FALLBACK["isbi2015"]}
+    ref = df[(df["model_id"].str.startswith("m01_")) & (df["test_dataset"] == "isbi2015")]
+    row = ab[(ab["train_datasets"] == "msseg2016_train") & (ab["test_dataset"] == "isbi2015")]
+    assert row["dice_quantile"].iloc[0] == pytest.approx(ref["dice"].mean())
+    tests = stats.compute_ablation_tests(df, factor="normalization")
+    assert tests.set_index("unit").loc["pair", "n"] == 24
+    assert tests.set_index("unit").loc["scan", "n"] == 6 * sum(n for _, n in _all_scans())
+
+
+def _all_scans():
+    return [(c, n) for test in TESTS for c, n in DATASETS[test]]
+
+
+def test_ablation_of_a_setting_without_a_column_against_the_defaults():
+    df = make_results(nan_fraction=0.0)
+    assert stats.find_setting_ablations(df) == ["own_reference"]  # linear, unet: columns
+    tables = stats.compute_all_tables(df)
+    ab = tables["ablation_own_reference"]
+    assert len(ab) == 4 and set(ab["train_datasets"]) == {"msseg2016_train"}
+    own = df[df["experiment"] == "ablation:own_reference"]
+    default = df[(df["experiment"] == "single") & (df["train_datasets"] == "msseg2016_train")]
+    row = ab[ab["test_dataset"] == "3dmrms"].iloc[0]
+    assert row["dice_own_reference"] == pytest.approx(own[own.test_dataset == "3dmrms"].dice.mean())
+    assert row["dice_default"] == pytest.approx(
+        default[default.test_dataset == "3dmrms"].dice.mean()
+    )
+    tests = stats.select_tests(tables, "ablation_own_reference").set_index("unit")
+    assert tests.loc["pair", "n"] == 4 and tests.loc["pair", "mean_diff"] < 0
+    assert "ablation_own_reference" in stats.render_tables(tables)
+
+
+def test_serves_main_experiment_reads_the_tags():
+    df = pd.DataFrame(
+        {"experiment": ["single", "labels;single", "ablation:linear", "", "ablation:a;single"]}
+    )
+    assert stats.serves_main_experiment(df).tolist() == [True, True, False, True, True]
+    assert stats.serves_main_experiment(df.drop(columns="experiment")).all()
 
 
 def test_centers_flag_unseen_centers():
@@ -317,7 +369,8 @@ def test_centers_flag_unseen_centers():
 
 def test_not_enough_data_rows_instead_of_failures():
     df = make_results()
-    only_two = df[(df["experiment"] == "single") & (df["train_datasets"] != "3dmrms")]
+    single = df["experiment"].str.split(";").map(lambda tags: "single" in tags)
+    only_two = df[single & (df["train_datasets"] != "3dmrms")]
     only_two = only_two[only_two["test_dataset"] == "3dmrms"]
     tables = stats.compute_all_tables(only_two)
     tests = tables["tests"].set_index(["table", "test", "unit"])
@@ -328,8 +381,30 @@ def test_not_enough_data_rows_instead_of_failures():
         assert len(rows) == 2 and rows["status"].str.startswith("not enough data: ").all()
     assert tables["combinations"].empty and tables["labels"].empty
     empty = stats.compute_all_tables(df.iloc[:0])
-    assert all(t.empty for k, t in empty.items() if k != "tests")
+    study = {k: t for k, t in empty.items() if k != "tests" and not k.startswith("paper_")}
+    assert all(t.empty for k, t in study.items() if k != "findings")
     assert empty["tests"]["status"].str.startswith("not enough data: ").all()
+    # the paper's cells are all there, none run; no claim can be checked
+    for name in stats.PAPER_KEYS:
+        assert (empty[f"paper_{name}"]["status"] == stats.NOT_RUN).all()
+    assert (empty["findings"]["verdict"] == stats.NOT_RUN).all()
+    assert len(empty["findings"]) == len(stats.CLAIMS)
+
+
+def test_a_study_without_the_papers_models_gets_not_run():
+    # the tiny study: two single-dataset models and their linear twins, on each other
+    df = make_results()
+    two = ["msseg2016_train", "3dmrms"]
+    tags = df["experiment"].isin(["single", "ablation:linear"])
+    df = df[tags & df["train_datasets"].isin(two) & df["test_dataset"].isin(two)]
+    tables = stats.compute_all_tables(df)
+    assert len(tables["ablation_normalization"]) == 2 * 2 and len(tables["centers"])
+    verdicts = tables["findings"].set_index("claim")["verdict"]
+    for claim in ("larger_heterogeneous_better", "union_marginal", "centers_consistent"):
+        assert verdicts[claim] == stats.NOT_RUN
+    assert verdicts["above_miccai_winner"] == stats.NOT_RUN
+    t2 = tables["paper_table2"]
+    assert (t2["status"] == "ok").sum() == 2 * 2  # two of the paper's cells, Dice and IoU
 
 
 def test_defaults_are_the_training_recipe():
@@ -372,6 +447,133 @@ def test_write_tables_is_complete_and_json_valid(tmp_path):
     assert len(record["tables"]["tests"]) == len(tables["tests"])
     assert summary["n_tests_ok"] == sum(t["status"] == "ok" for t in record["tables"]["tests"])
     assert "(n=" in (tmp_path / "out" / "table2_dice.md").read_text()
+    # the paper's tables beside the study's, and the findings (CSV, Markdown, metrics.json)
+    assert {"paper_table2.csv", "paper_table2.md", "findings.csv", "findings.md"} <= names
+    assert "not run" in (tmp_path / "out" / "paper_table6.md").read_text()
+    assert len(record["tables"]["findings"]) == len(stats.CLAIMS) == summary["n_claims"]
+    verdicts = [f["verdict"] for f in record["tables"]["findings"]]
+    assert summary["n_claims_reproduced"] == verdicts.count(stats.REPRODUCED)
+    assert summary["n_claims_not_run"] == verdicts.count(stats.NOT_RUN)
+
+
+def _cell(frame, **match):
+    sel = frame
+    for col, want in match.items():
+        sel = sel[sel[col] == want]
+    assert len(sel) == 1, match
+    return sel.iloc[0]
+
+
+def test_paper_comparison_matches_cells_in_any_dataset_order():
+    df = make_results()
+    # the study may list a combination's datasets in another order than the paper
+    df["train_datasets"] = df["train_datasets"].replace(
+        {"msseg2016_train+3dmrms": "3dmrms+msseg2016_train"}
+    )
+    tables = stats.compute_all_tables(df)
+    t2 = tables["paper_table2"]
+    assert list(t2.columns) == [*stats.PAPER_KEYS["table2"], *stats.COMPARISON_COLUMNS]
+    assert len(t2) == 12 * 2  # every published cell, Dice and IoU
+    got = _cell(t2, train_datasets="msseg2016_train", test_dataset="isbi2015", metric="dice")
+    tt = tables["train_test"]
+    own = _cell(tt, train_datasets="msseg2016_train", test_dataset="isbi2015", metric="dice")
+    assert got["paper"] == 0.569 and got["study"] == pytest.approx(own["mean"])
+    assert got["difference"] == pytest.approx(own["mean"] - 0.569)
+    assert got["n_scans"] == own["n_scans"] and got["status"] == "ok"
+    # no single model trained on msseg2016_test in this study
+    assert (t2.loc[t2["train_datasets"] == "msseg2016_test", "status"] == stats.NOT_RUN).all()
+    t4 = tables["paper_table4"]
+    combo = _cell(
+        t4,
+        train_datasets="msseg2016_train+3dmrms",
+        test_dataset="isbi2015",
+        model="msseg2016_train+3dmrms",
+        metric="dice",
+    )
+    c = tables["combinations"]
+    mine = _cell(
+        c, combination="3dmrms+msseg2016_train", test_dataset="isbi2015", role="combination"
+    )
+    assert combo["study"] == pytest.approx(mine["dice"]) and combo["paper"] == 0.611
+    part = _cell(
+        t4,
+        train_datasets="isbi2015+3dmrms",
+        test_dataset="msseg2016_test",
+        model="3dmrms",
+        metric="dice",
+    )
+    assert part["paper"] == 0.544 and part["status"] == "ok"  # the component ran
+    assert (
+        _cell(
+            t4,
+            train_datasets="isbi2015+3dmrms",
+            test_dataset="msseg2016_test",
+            model="isbi2015+3dmrms",
+            metric="dice",
+        )["status"]
+        == stats.NOT_RUN
+    )
+    t6 = tables["paper_table6"]
+    assert len(t6) == 19 * 2
+    lin = _cell(t6, train_datasets="msseg2016_train+3dmrms+isbi2015", normalization="linear")
+    ab = tables["ablation_normalization"]
+    ab_row = _cell(
+        ab, train_datasets="msseg2016_train+3dmrms+isbi2015", test_dataset="msseg2016_test"
+    )
+    assert lin["study"] == pytest.approx(ab_row["dice_linear"]) and lin["paper"] == 0.631
+    t5 = tables["paper_table5"]
+    assert (t5["status"] == "ok").all() and len(t5) == 9 * 2
+    t3 = tables["paper_table3"]
+    assert t3.set_index("train_datasets")["status"].to_dict() == {
+        "msseg2016_train": "ok",
+        "3dmrms": "ok",
+        "msseg2016_test": stats.NOT_RUN,  # no model trained on it in this study
+        "isbi2015": "ok",
+    }
+    isbi = t2[(t2["train_datasets"] == "isbi2015") & (t2["metric"] == "dice")]["study"].mean()
+    assert _cell(t3, train_datasets="isbi2015")["study"] == pytest.approx(isbi)
+    cen = tables["paper_centers"]
+    assert (cen["status"] == "ok").all() and set(cen["center"]) == {"01", "03", "07", "08"}
+    shown = stats.render_tables(tables)
+    t2_shown = shown["paper_table2"]
+    assert list(t2_shown.columns[:3]) == ["dice: paper", "dice: this study", "dice: difference"]
+    assert t2_shown.loc[("msseg2016_test", "isbi2015"), "dice: this study"] == stats.NOT_RUN
+    assert t2_shown.index[0] == ("msseg2016_train", "msseg2016_test")  # the paper's row order
+    assert list(shown["paper_table6"].columns) == ["paper", "this study", "difference"]
+    t3_shown = shown["paper_table3"]
+    assert t3_shown.loc["isbi2015", "paper"] == "0.497"
+    assert t3_shown.loc["msseg2016_test", "this study"] == stats.NOT_RUN
+
+
+def test_findings_follow_their_rules():
+    tables = stats.compute_all_tables(make_results())
+    f = tables["findings"].set_index("claim")
+    assert list(f.index) == list(stats.CLAIMS)
+    assert set(f["verdict"]) <= {stats.REPRODUCED, stats.NOT_REPRODUCED, stats.NOT_RUN}
+    # no single model of msseg2016_test: the ANOVA claim cannot be checked
+    assert f.loc["larger_heterogeneous_better", "verdict"] == stats.NOT_RUN
+    # linear is 0.1 lower on all 24 pairs
+    q = f.loc["quantile_better"]
+    assert q["verdict"] == stats.REPRODUCED and q["n"] == 24 and q["effect"] > 0.05
+    assert q["paper_p_value"] == pytest.approx(3.624e-5)
+    for claim in ("quantile_better", "unetplusplus_better"):
+        r = f.loc[claim]
+        ok = r["effect"] > 0 and r["p_value"] < 0.05
+        assert r["verdict"] == (stats.REPRODUCED if ok else stats.NOT_REPRODUCED)
+    u = f.loc["union_marginal"]
+    ok = u["effect"] > 0 and u["p_value"] >= 0.05
+    assert u["verdict"] == (stats.REPRODUCED if ok else stats.NOT_REPRODUCED)
+    # center 03 is built 0.15 lower: more than 10 % below the whole test set
+    c = f.loc["centers_consistent"]
+    assert c["verdict"] == stats.NOT_REPRODUCED and c["effect"] > 0.1 and "unseen 03" in c["detail"]
+    assert c["test"] == "mann_whitney" and 0 < c["p_value"] < 1
+    m = f.loc["above_miccai_winner"]
+    assert m["verdict"] == stats.REPRODUCED and m["effect"] > 0
+    comb = f.loc["combinations_better"]
+    above = int(comb["detail"].split(" of ")[0])
+    assert comb["verdict"] == (stats.REPRODUCED if above == comb["n"] else stats.NOT_REPRODUCED)
+    shown = stats.render_tables(tables)["findings"]
+    assert shown.loc[stats.CLAIMS["quantile_better"].statement, "verdict"] == stats.REPRODUCED
 
 
 def test_heatmap_annotates_means_and_counts():

@@ -13,6 +13,9 @@ module              job
 ``results``         the results table: columns, validation, loading, default configuration
 ``inference``       the test primitives (Wilcoxon, Mann-Whitney, ANOVAs, CIs), one row per test
 ``tables``          the paper's tables and their tests, :func:`compute_all_tables`
+``compare``         the paper's published cells beside the study's (paper | study | difference),
+                    and the paper's cells as a results table (:func:`load_paper_results`)
+``findings``        each claim of the paper: this study's effect, test, p and verdict
 ``render``          display cells, CSV / Markdown / ``metrics.json`` files, the heatmap
 =================== ===========================================================================
 
@@ -28,7 +31,25 @@ every cell reports ``n_scans`` (values used) and ``n_missing`` (NaN values left 
 
 from __future__ import annotations
 
+from msnb.stats.compare import (
+    COMPARISON_COLUMNS,
+    NOT_RUN,
+    PAPER_KEYS,
+    PAPER_LABELS,
+    compute_default_cells,
+    compute_paper_comparison,
+    dataset_key,
+    load_paper_results,
+)
+from msnb.stats.findings import (
+    CLAIMS,
+    FINDING_COLUMNS,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    compute_findings,
+)
 from msnb.stats.inference import (
+    EXACT_MAX_PAIRS,
     MIN_PAIRS,
     NOT_ENOUGH,
     TEST_COLUMNS,
@@ -40,15 +61,19 @@ from msnb.stats.inference import (
     make_test_row,
     make_tests_frame,
     not_enough_row,
+    wilcoxon_method,
 )
 from msnb.stats.render import (
     plot_train_test_heatmap,
+    render_findings,
+    render_paper_comparison,
     render_tables,
     render_train_test,
     summarize_tests,
     write_tables,
 )
 from msnb.stats.results import (
+    ABLATION_TAG,
     CONFIG_COLUMNS,
     DEFAULTS,
     METRICS,
@@ -57,10 +82,12 @@ from msnb.stats.results import (
     SCAN_COLUMNS,
     SEP,
     STRING_COLUMNS,
+    has_experiment,
     is_default,
     load_results,
     resolve_output_path,
     select_single_default,
+    serves_main_experiment,
     split_names,
     validate_results,
 )
@@ -79,17 +106,29 @@ from msnb.stats.tables import (
     compute_train_anova,
     compute_train_means,
     compute_train_test_table,
+    find_setting_ablations,
+    label_setting_ablation,
     select_tests,
 )
 
 __all__ = [
     "ABLATIONS",
+    "ABLATION_TAG",
+    "CLAIMS",
+    "COMPARISON_COLUMNS",
     "CONFIG_COLUMNS",
     "DEFAULTS",
+    "EXACT_MAX_PAIRS",
+    "FINDING_COLUMNS",
     "METRICS",
     "MIN_PAIRS",
     "NOT_ENOUGH",
+    "NOT_REPRODUCED",
+    "NOT_RUN",
     "OPTIONAL_COLUMNS",
+    "PAPER_KEYS",
+    "PAPER_LABELS",
+    "REPRODUCED",
     "REQUIRED_COLUMNS",
     "SCAN_COLUMNS",
     "SEP",
@@ -102,30 +141,42 @@ __all__ = [
     "compute_center_tests",
     "compute_combination_table",
     "compute_combination_tests",
+    "compute_default_cells",
+    "compute_findings",
     "compute_label_table",
     "compute_label_tests",
     "compute_mean_ci",
     "compute_oneway_anova",
     "compute_pair_means",
     "compute_paired_test",
+    "compute_paper_comparison",
     "compute_rm_anova",
     "compute_train_anova",
     "compute_train_means",
     "compute_train_test_table",
     "compute_unpaired_test",
+    "dataset_key",
+    "find_setting_ablations",
+    "has_experiment",
     "is_default",
+    "load_paper_results",
+    "label_setting_ablation",
     "load_results",
     "make_test_row",
     "make_tests_frame",
     "not_enough_row",
     "plot_train_test_heatmap",
+    "render_findings",
+    "render_paper_comparison",
     "render_tables",
     "render_train_test",
     "resolve_output_path",
     "select_single_default",
     "select_tests",
+    "serves_main_experiment",
     "split_names",
     "summarize_tests",
     "validate_results",
+    "wilcoxon_method",
     "write_tables",
 ]

@@ -5,6 +5,13 @@ starts with :data:`NOT_ENOUGH` (``"not enough data: "``) instead of a number. Th
 pingouin's (Wilcoxon, Mann-Whitney, ANOVA, repeated-measures ANOVA, Tukey HSD); pingouin and
 scipy.stats are imported inside the functions that run a test, so that importing
 :mod:`msnb.stats` stays quick (together they take about two seconds to import).
+
+The Wilcoxon variant is fixed here, not left to the installed scipy (whose ``method="auto"``
+changed in scipy 1.15): two-sided, zero differences dropped, the exact null distribution when
+there are at most :data:`EXACT_MAX_PAIRS` pairs and no zero or tied difference, otherwise the
+normal approximation with tie and continuity corrections (:func:`wilcoxon_method`, the rule
+of R's ``wilcox.test``). From the paper's Table 7 (19 pairs, with ties) it gives the paper's
+p = 0.00029 (``tests/test_paper_numbers.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "EXACT_MAX_PAIRS",
     "MIN_PAIRS",
     "NOT_ENOUGH",
     "TEST_COLUMNS",
@@ -28,6 +36,7 @@ __all__ = [
     "make_test_row",
     "make_tests_frame",
     "not_enough_row",
+    "wilcoxon_method",
 ]
 
 #: Columns of every test row.
@@ -52,6 +61,8 @@ TEST_COLUMNS = (
 )
 #: Fewest pairs for a paired test (Wilcoxon, t interval).
 MIN_PAIRS = 3
+#: Most pairs for the exact Wilcoxon null distribution (scipy's limit; R's is 49).
+EXACT_MAX_PAIRS = 50
 NOT_ENOUGH = "not enough data: "
 
 
@@ -71,6 +82,26 @@ def not_enough_row(table: str, test: str, unit: str, comparison: str, why: str, 
 def make_tests_frame(rows: list[dict]) -> pd.DataFrame:
     """Test rows as a DataFrame with the :data:`TEST_COLUMNS` (empty: the columns only)."""
     return pd.DataFrame(rows, columns=list(TEST_COLUMNS))
+
+
+def wilcoxon_method(diff: Sequence[float] | np.ndarray) -> str:
+    """scipy's ``method`` for the Wilcoxon signed-rank test of the paired differences ``diff``.
+
+    ``"exact"`` when there are at most :data:`EXACT_MAX_PAIRS` differences, none zero and no
+    two with the same absolute value; otherwise the normal approximation (``"asymptotic"``,
+    called ``"approx"`` before scipy 1.15), used with pingouin's tie and continuity
+    corrections. The exact distribution is wrong with ties or zeros; the approximation is
+    what the paper's Table 7 p-value (0.00029) was computed with.
+    """
+    import scipy
+
+    d = np.asarray(diff, dtype=float)
+    nonzero = d[d != 0]
+    ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    if d.size <= EXACT_MAX_PAIRS and nonzero.size == d.size and not ties:
+        return "exact"
+    major, minor = (int(v) for v in scipy.__version__.split(".")[:2])
+    return "asymptotic" if (major, minor) >= (1, 15) else "approx"
 
 
 def _rank_test_row(
@@ -161,6 +192,9 @@ def compute_paired_test(
 ) -> dict:
     """Paired Wilcoxon signed-rank test of ``b`` against ``a`` with effect size and CIs.
 
+    Two-sided, zero differences dropped, exact or normal approximation as
+    :func:`wilcoxon_method` says (see the module docstring).
+
     Parameters
     ----------
     a, b : array-like, shape (n,)
@@ -201,7 +235,15 @@ def compute_paired_test(
         return not_enough_row(
             table, "wilcoxon", unit, comparison, "all differences are zero", **base
         )
-    return _rank_test_row(pg.wilcoxon(b, a), table, "wilcoxon", unit, comparison, **base)
+    res = pg.wilcoxon(
+        b,
+        a,
+        alternative="two-sided",
+        zero_method="wilcox",
+        correction=True,
+        method=wilcoxon_method(diff),
+    )
+    return _rank_test_row(res, table, "wilcoxon", unit, comparison, **base)
 
 
 def compute_unpaired_test(

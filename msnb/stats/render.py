@@ -1,4 +1,5 @@
-"""Display and files: the paper's tables as ``"mean (n=scans)"`` cells, CSV, Markdown,
+"""Display and files: the paper's tables as ``"mean (n=scans)"`` cells, the paper's
+published cells as paper | this study | difference, the findings, CSV, Markdown,
 ``metrics.json`` (through :func:`msnb.records.record_metrics`) and the train x test heatmap."""
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import pandas as pd
 
 from msnb.files import write_text
 from msnb.records import record_metrics
+from msnb.stats.compare import COMPARISON_COLUMNS, NOT_RUN, PAPER_KEYS
+from msnb.stats.findings import FINDING_COLUMNS, NOT_REPRODUCED, REPRODUCED
 from msnb.stats.inference import TEST_COLUMNS
 from msnb.stats.tables import ABLATIONS
 
 __all__ = [
     "plot_train_test_heatmap",
+    "render_findings",
+    "render_paper_comparison",
     "render_tables",
     "render_train_test",
     "summarize_tests",
@@ -46,14 +51,100 @@ def render_train_test(train_test: pd.DataFrame, *, metric: str = "dice", digits:
     return cells.pivot(index="train_datasets", columns="test_dataset", values="cell").fillna("")
 
 
-def _render_ablation(table: pd.DataFrame, factor: str, digits: int) -> pd.DataFrame:
-    """Table 6/7 display: Dice cells of both levels of ``factor`` and their difference."""
+def _render_ablation(table: pd.DataFrame, levels: tuple[str, str], digits: int) -> pd.DataFrame:
+    """Table 6/7 display: Dice cells of both ``levels`` and their difference."""
     keep = ["train_datasets", "test_dataset"]
     show = table[keep].copy()
-    for level in ABLATIONS[factor]:
+    for level in levels:
         show[level] = _cells(table[f"dice_{level}"], table[f"dice_{level}_n"], digits)
     show["diff"] = table["dice_diff"].round(digits)
     return show.set_index(keep)
+
+
+def render_paper_comparison(comparison: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """One paper table as paper | this study | difference strings.
+
+    Parameters
+    ----------
+    comparison : DataFrame
+        One frame of :func:`msnb.stats.compute_paper_comparison`.
+    digits : int, default 3
+
+    Returns
+    -------
+    DataFrame
+        Indexed by the table's keys, in the paper's row order; columns ``paper``,
+        ``this study`` (``"mean (n=scans)"``, or ``"not run"``) and ``difference``
+        (study - paper), prefixed by the metric (``"dice: paper"``) when there are several.
+    """
+    keys = [c for c in comparison.columns if c not in COMPARISON_COLUMNS]
+    if comparison.empty:
+        return pd.DataFrame()
+    study = np.where(
+        comparison["status"] == NOT_RUN,
+        NOT_RUN,
+        _cells(comparison["study"], comparison["n_scans"], digits),
+    )
+    show = comparison[[*keys, "metric"]].assign(
+        paper=[f"{v:.{digits}f}" for v in comparison["paper"]],
+        study=study,
+        difference=[
+            "" if not np.isfinite(d) else f"{d:+.{digits}f}" for d in comparison["difference"]
+        ],
+    )
+    metrics = list(dict.fromkeys(show["metric"]))
+    order = list(dict.fromkeys(map(tuple, show[keys].to_numpy())))
+    parts = []
+    for metric in metrics:
+        part = show[show["metric"] == metric].set_index(keys)[["paper", "study", "difference"]]
+        part = part.rename(columns={"study": "this study"})
+        if len(metrics) > 1:
+            part = part.add_prefix(f"{metric}: ")
+        parts.append(part)
+    if len(keys) > 1:
+        index = pd.MultiIndex.from_tuples(order, names=keys)
+    else:
+        index = pd.Index([o[0] for o in order], name=keys[0])
+    return pd.concat(parts, axis=1).reindex(index).fillna("")
+
+
+def render_findings(findings: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """The findings summary for display: one row per claim, numbers as short strings.
+
+    Parameters
+    ----------
+    findings : DataFrame
+        Output of :func:`msnb.stats.compute_findings`.
+    digits : int, default 3
+        Decimals of the effects (p-values get 3 significant digits).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by the claim's statement: ``verdict``, ``effect`` (this study's),
+        ``paper effect``, ``measure`` (what the effect is), ``test``, ``p``, ``paper p``,
+        ``rule``, ``detail``.
+    """
+    if findings.empty:
+        return pd.DataFrame()
+
+    def num(v, fmt):
+        return "" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    f = findings
+    return pd.DataFrame(
+        {
+            "verdict": f["verdict"],
+            "effect": [num(v, f".{digits}f") for v in f["effect"]],
+            "paper effect": [num(v, f".{digits}f") for v in f["paper_effect"]],
+            "measure": f["effect_name"],
+            "test": f["test"],
+            "p": [num(v, ".3g") for v in f["p_value"]],
+            "paper p": [num(v, ".4g") for v in f["paper_p_value"]],
+            "rule": f["rule"],
+            "detail": f["detail"],
+        }
+    ).set_index(f["statement"].rename("claim"))
 
 
 def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[str, pd.DataFrame]:
@@ -69,7 +160,11 @@ def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[s
     -------
     dict of str to DataFrame
         ``table2_dice``, ``table3_iou``, ``table4_combinations``, ``table5_labels``,
-        ``table6_normalization``, ``table7_architecture``, ``centers`` (those with content).
+        ``table6_normalization``, ``table7_architecture``, ``ablation_<name>`` (ablations of
+        a setting without a results column), ``centers`` (those with content),
+        and, when ``tables`` has them, ``findings`` (:func:`render_findings`) and
+        ``paper_table2`` .. ``paper_table7``, ``paper_centers``
+        (:func:`render_paper_comparison`).
     """
     out = {
         "table2_dice": render_train_test(tables["train_test"], metric="dice", digits=digits),
@@ -86,26 +181,51 @@ def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[s
     for num, factor in (("6", "normalization"), ("7", "architecture")):
         if len(tables[f"ablation_{factor}"]):
             out[f"table{num}_{factor}"] = _render_ablation(
-                tables[f"ablation_{factor}"], factor, digits
+                tables[f"ablation_{factor}"], ABLATIONS[factor], digits
             )
+    for key, table in tables.items():
+        name = key.removeprefix("ablation_")
+        if key.startswith("ablation_") and name not in ABLATIONS and len(table):
+            out[key] = _render_ablation(table, ("default", name), digits)
     cen = tables["centers"]
     if len(cen):
         unseen = np.where(cen["seen_in_training"].fillna(True).astype(bool), "", " [unseen]")
         cen = cen.assign(cell=_cells(cen["dice"], cen["dice_n"], digits) + unseen)
         out["centers"] = _pivot_cells(cen, ["model_id", "test_dataset"], "center")
+    if "findings" in tables:
+        out["findings"] = render_findings(tables["findings"], digits=digits)
+    for name in PAPER_KEYS:
+        if f"paper_{name}" in tables:
+            out[f"paper_{name}"] = render_paper_comparison(tables[f"paper_{name}"], digits=digits)
     return out
 
 
 def summarize_tests(tables: dict[str, pd.DataFrame]) -> dict:
     """The summary numbers of ``metrics.json``: ``n_tests``, ``n_tests_ok`` (tests that
-    could run) and ``n_train_test_cells`` (train x test cells of the Dice table)."""
+    could run), ``n_train_test_cells`` (train x test cells of the Dice table), and the
+    findings' counts ``n_claims``, ``n_claims_reproduced``, ``n_claims_not_reproduced``,
+    ``n_claims_not_run``."""
     tests = tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))
     tt = tables.get("train_test", pd.DataFrame())
+    verdicts = tables.get("findings", pd.DataFrame(columns=list(FINDING_COLUMNS)))["verdict"]
     return {
         "n_tests": len(tests),
         "n_tests_ok": int((tests["status"] == "ok").sum()) if len(tests) else 0,
         "n_train_test_cells": int((tt["metric"] == "dice").sum()) if len(tt) else 0,
+        "n_claims": len(verdicts),
+        "n_claims_reproduced": int((verdicts == REPRODUCED).sum()),
+        "n_claims_not_reproduced": int((verdicts == NOT_REPRODUCED).sum()),
+        "n_claims_not_run": int((verdicts == NOT_RUN).sum()),
     }
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """A display table as Markdown: one column per index level, cells as shown (no number
+    parsing: ``"+0.050"`` keeps its sign and ``"0.450"`` its digits; ``|`` escaped)."""
+    multi = isinstance(table.index, pd.MultiIndex)
+    table = table.reset_index() if multi else table
+    table = table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    return table.to_markdown(index=not multi, disable_numparse=True)
 
 
 def write_tables(
@@ -115,7 +235,8 @@ def write_tables(
 
     Every file is written atomically. ``metrics.json`` is the record of
     :func:`msnb.records.record_metrics` (``kind="statistics"``): :func:`summarize_tests`
-    under ``"metrics"`` and every test row under ``tables["tests"]``.
+    under ``"metrics"``, every test row under ``tables["tests"]`` and, when ``tables`` has
+    them, the findings under ``tables["findings"]``.
 
     Parameters
     ----------
@@ -137,11 +258,13 @@ def write_tables(
     for name, table in tables.items():
         written[name] = write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     for name, table in render_tables(tables, digits=digits).items():
-        text = table.to_markdown() if len(table) else "(no data)\n"
+        text = _markdown(table) if len(table) else "(no data)\n"
         written[f"{name}_md"] = write_text(out_dir / f"{name}.md", text + "\n")
-    tests = tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))
+    recorded = {"tests": tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))}
+    if "findings" in tables:
+        recorded["findings"] = tables["findings"]
     written["metrics"] = record_metrics(
-        out_dir, summarize_tests(tables), kind="statistics", tables={"tests": tests}, csv=False
+        out_dir, summarize_tests(tables), kind="statistics", tables=recorded, csv=False
     )
     return written
 

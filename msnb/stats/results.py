@@ -2,7 +2,11 @@
 
 The results table has one row per model x test scan (:data:`REQUIRED_COLUMNS`); a model's
 configuration columns say how it was trained, and :func:`is_default` tells the rows trained
-with the paper's recipe (the defaults of :class:`msnb.recipe.TrainConfig`).
+with the paper's recipe (the defaults of :class:`msnb.recipe.TrainConfig`). A study also
+records the experiments each row serves (``experiment``, tags joined by ``";"``): a model
+that serves only ablations (``"ablation:<name>"``) changed a setting, even one the
+configuration columns do not show (e.g. ``normalization_reference``), so it is never a
+default model.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-# Single datasets without a consensus train on one rater when asked for the default label
-# (as the paper does for ISBI 2015); the study records that rater as the label, and it
-# counts as the default here.
+# Single datasets without a consensus train on their fallback label when asked for the
+# default one (ISBI 2015: the union of its two raters, as the paper); the study records that
+# label, and it counts as the default here.
 from msnb.datasets import CONSENSUS_FALLBACK
 from msnb.metrics import ID_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
 from msnb.paths import REPO_ROOT, outputs_root
 from msnb.recipe import TrainConfig
 
 __all__ = [
+    "ABLATION_TAG",
     "CONFIG_COLUMNS",
     "DEFAULTS",
     "METRICS",
@@ -31,10 +37,14 @@ __all__ = [
     "SCAN_COLUMNS",
     "SEP",
     "STRING_COLUMNS",
+    "find_setting_ablations",
+    "has_experiment",
     "is_default",
+    "label_setting_ablation",
     "load_results",
     "resolve_output_path",
     "select_single_default",
+    "serves_main_experiment",
     "split_names",
     "validate_results",
 ]
@@ -55,6 +65,8 @@ CONFIG_COLUMNS = ("train_datasets", "label", "normalization", "architecture", "e
 SCAN_COLUMNS = ("test_dataset", "subject", "timepoint")
 #: Joins dataset (and center) names in ``train_datasets`` and ``train_centers``.
 SEP = "+"
+#: Prefix of the ``experiment`` tag of an ablation's models (``"ablation:linear"``).
+ABLATION_TAG = "ablation:"
 
 
 def validate_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -139,13 +151,48 @@ def split_names(value: str) -> list[str]:
     return [v for v in str(value).split(SEP) if v]
 
 
-def is_default(results: pd.DataFrame, *, ignore: Sequence[str] = ()) -> pd.Series:
+def has_experiment(results: pd.DataFrame, tag: str) -> pd.Series:
+    """Boolean mask of rows whose ``experiment`` tags (joined by ``";"``) include ``tag``."""
+    if "experiment" not in results.columns:
+        return pd.Series(False, index=results.index)
+    tags = results["experiment"].fillna("").astype(str).str.split(";")
+    return tags.map(lambda t: tag in t).astype(bool)
+
+
+def serves_main_experiment(results: pd.DataFrame) -> pd.Series:
+    """Boolean mask of rows whose model serves an experiment other than an ablation.
+
+    True where ``experiment`` (tags joined by ``";"``) has a tag that does not start with
+    :data:`ABLATION_TAG`, and where it is empty or absent (a table without tags).
+    """
+    if "experiment" not in results.columns:
+        return pd.Series(True, index=results.index)
+    tags = results["experiment"].fillna("").astype(str)
+    return tags.map(
+        lambda t: not t or any(not x.startswith(ABLATION_TAG) for x in t.split(";"))
+    ).astype(bool)
+
+
+def is_default(
+    results: pd.DataFrame, *, ignore: Sequence[str] = (), ablations: bool = False
+) -> pd.Series:
     """Boolean mask of rows trained with the paper's :data:`DEFAULTS` (except ``ignore``).
 
     The label of a single dataset in :data:`msnb.datasets.CONSENSUS_FALLBACK` (ISBI 2015's
-    ``rater1``) counts as the default label.
+    ``union``) counts as the default label.
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table, or any table with the configuration columns (and ``experiment``).
+    ignore : sequence of str
+        Configuration columns left unchecked.
+    ablations : bool, default False
+        Keep rows whose model serves only ablations (False: only the rows of
+        :func:`serves_main_experiment`); an ablation's models differ from the defaults in a
+        setting, shown in the configuration columns or not.
     """
-    mask = pd.Series(True, index=results.index)
+    mask = pd.Series(True, index=results.index) if ablations else serves_main_experiment(results)
     for col, value in DEFAULTS.items():
         if col in ignore:
             continue
@@ -161,3 +208,33 @@ def select_single_default(results: pd.DataFrame) -> pd.DataFrame:
     """Rows of single-dataset models trained with the paper's default settings."""
     single = ~results["train_datasets"].str.contains(SEP, regex=False)
     return results[single & is_default(results)]
+
+
+def find_setting_ablations(results: pd.DataFrame) -> list[str]:
+    """Ablations whose models show the default configuration columns: the setting they
+    change is not a results column (e.g. ``normalization_reference``).
+
+    Returns
+    -------
+    list of str
+        The names ``<name>`` of their ``"ablation:<name>"`` experiment tags, sorted.
+    """
+    if "experiment" not in results.columns:
+        return []
+    tags = {t for v in results["experiment"] for t in str(v).split(";")}
+    names = []
+    for tag in sorted(t for t in tags if t.startswith(ABLATION_TAG)):
+        rows = results[has_experiment(results, tag)]
+        if is_default(rows, ablations=True).all():
+            names.append(tag.removeprefix(ABLATION_TAG))
+    return names
+
+
+def label_setting_ablation(results: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``results`` with a ``setting`` column: ``"default"`` on the default models, ``name``
+    on the models of the ablation ``"ablation:<name>"``, ``""`` elsewhere; for
+    :func:`~msnb.stats.tables.compute_ablation_table` and ``compute_ablation_tests`` with
+    ``factor="setting", levels=("default", name)`` (:mod:`msnb.stats.tables`)."""
+    tagged = has_experiment(results, ABLATION_TAG + name)
+    setting = np.where(tagged, name, np.where(is_default(results), "default", ""))
+    return results.assign(setting=setting)

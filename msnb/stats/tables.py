@@ -11,8 +11,16 @@ combinations       Table 4: each dataset combination next to the datasets it com
 labels             Table 5: models trained on different labels (rater1 / rater2 / union)
 ablation_normalization, ablation_architecture
                    Tables 6 and 7: quantile vs linear, UNet++ vs UNet, matching train/test pairs
+                   of the single-dataset and combination models (the paper's 19 pairs)
+ablation_<name>    an ablation that changes a setting the results table has no column for
+                   (e.g. ``own_reference``), against the default models: levels ``default`` and
+                   ``<name>`` (:func:`msnb.stats.results.find_setting_ablations`)
 centers            per-center scores on multi-center test sets, centers unseen in training flagged
 tests              every statistical test, one tidy row each (:data:`TEST_COLUMNS`)
+paper_<table>      the paper's published cells beside the study's (``table2`` .. ``table7``,
+                   ``centers``): paper | study | difference (:mod:`msnb.stats.compare`)
+findings           each claim of the paper with this study's effect, test, p and verdict
+                   (:mod:`msnb.stats.findings`)
 ================== ==============================================================================
 
 :func:`compute_all_tables` builds them all; each ``compute_*_table`` / ``compute_*_tests``
@@ -27,6 +35,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from msnb.paper import load_paper_numbers
+from msnb.stats.compare import compute_paper_comparison
+from msnb.stats.findings import compute_findings
 from msnb.stats.inference import (
     compute_oneway_anova,
     compute_paired_test,
@@ -40,7 +51,9 @@ from msnb.stats.results import (
     DEFAULTS,
     SCAN_COLUMNS,
     SEP,
+    find_setting_ablations,
     is_default,
+    label_setting_ablation,
     select_single_default,
     split_names,
     validate_results,
@@ -365,6 +378,15 @@ def compute_label_tests(
 # --------------------------------------------------------------------------- Tables 6 and 7
 
 
+def _ablation_rows(results: pd.DataFrame, factor: str, levels: tuple[str, str]) -> pd.DataFrame:
+    """The default models at the reference level of ``factor``, and the models at its
+    alternative level with every other setting at its default (those serve ablations)."""
+    ref, alt = levels
+    ref_rows = (results[factor] == ref) & is_default(results, ignore=[factor])
+    alt_rows = (results[factor] == alt) & is_default(results, ignore=[factor], ablations=True)
+    return results[ref_rows | alt_rows]
+
+
 def compute_ablation_table(
     results: pd.DataFrame,
     *,
@@ -374,8 +396,10 @@ def compute_ablation_table(
 ) -> pd.DataFrame:
     """Tables 6/7: the two levels of ``factor`` on matching train/test pairs.
 
-    Models are matched on every other configuration column (:data:`CONFIG_COLUMNS`) and the
-    test set; only pairs where both levels were run are kept.
+    The models of Tables 2 and 4 (single-dataset and combination models, every setting but
+    ``factor`` at its default, as :func:`msnb.stats.results.is_default` says), matched on
+    every other configuration column (:data:`CONFIG_COLUMNS`) and the test set; only pairs
+    where both levels were run are kept. The paper's grid gives 12 + 7 = 19 pairs.
 
     Parameters
     ----------
@@ -396,7 +420,7 @@ def compute_ablation_table(
         cols += [f"{m}_{ref}", f"{m}_{ref}_n", f"{m}_{alt}", f"{m}_{alt}_n", f"{m}_diff"]
     cols += ["n_scans"]
     pm = compute_pair_means(
-        results[results[factor].isin([ref, alt])], by=[*keys, factor], metrics=metrics
+        _ablation_rows(results, factor, (ref, alt)), by=[*keys, factor], metrics=metrics
     )
     a = pm[pm[factor] == ref].set_index(keys)
     b = pm[pm[factor] == alt].set_index(keys)
@@ -420,24 +444,27 @@ def compute_ablation_tests(
     factor: str = "normalization",
     levels: tuple[str, str] | None = None,
     metric: str = "dice",
+    table: str | None = None,
 ) -> pd.DataFrame:
     """Paired Wilcoxon of ``metric``, alternative vs reference level of ``factor``, over
-    matching train/test pairs (unit ``pair``) and over the same test scans (unit ``scan``)."""
+    matching train/test pairs (unit ``pair``: each pair's mean over its test scans, the
+    paper's unit) and over the same test scans (unit ``scan``); the models of
+    :func:`compute_ablation_table` (single-dataset and combination models). ``table``
+    names the rows' table (default ``"ablation_<factor>"``)."""
     ref, alt = levels or ABLATIONS[factor]
-    table = compute_ablation_table(results, factor=factor, levels=(ref, alt), metrics=[metric])
+    pairs = compute_ablation_table(results, factor=factor, levels=(ref, alt), metrics=[metric])
     keys = [c for c in CONFIG_COLUMNS if c != factor]
-    sub = results[results[factor].isin([ref, alt])]
-    scans = _scan_means(sub, [*keys, factor], metric)
+    scans = _scan_means(_ablation_rows(results, factor, (ref, alt)), [*keys, factor], metric)
     wide = scans.pivot_table(index=[*keys, *SCAN_COLUMNS], columns=factor, values=metric)
     both = ref in wide.columns and alt in wide.columns
     sa = wide[ref].to_numpy() if both else np.array([])
     sb = wide[alt].to_numpy() if both else np.array([])
     comparison = f"{metric}: {alt} - {ref}"
-    name = f"ablation_{factor}"
+    name = table or f"ablation_{factor}"
     rows = [
         compute_paired_test(
-            table[f"{metric}_{ref}"].to_numpy(),
-            table[f"{metric}_{alt}"].to_numpy(),
+            pairs[f"{metric}_{ref}"].to_numpy(),
+            pairs[f"{metric}_{alt}"].to_numpy(),
             table=name,
             unit="pair",
             comparison=comparison,
@@ -458,13 +485,13 @@ def compute_center_table(
     Returns
     -------
     DataFrame
-        ``model_id``, configuration columns, ``test_dataset, center, seen_in_training`` (the
-        center is in the model's ``train_centers``; NA when ``train_centers`` is empty), then
-        :func:`compute_pair_means` columns.
+        ``model_id``, configuration columns, ``experiment, train_centers, test_dataset,
+        center, seen_in_training`` (the center is in the model's ``train_centers``; NA when
+        ``train_centers`` is empty), then :func:`compute_pair_means` columns.
     """
     multi = results.groupby("test_dataset")["center"].transform("nunique") > 1
     sel = results[multi]
-    by = ["model_id", *CONFIG_COLUMNS, "train_centers", "test_dataset", "center"]
+    by = ["model_id", *CONFIG_COLUMNS, "experiment", "train_centers", "test_dataset", "center"]
     pm = compute_pair_means(sel, by=by, metrics=metrics)
     seen = [
         pd.NA if not tc else (c in split_names(tc))
@@ -515,7 +542,9 @@ def compute_all_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     -------
     dict of str to DataFrame
         Tables that have nothing to show are empty (with their columns); ``tests`` stacks
-        every test row, including the ``not enough data`` ones.
+        every test row, including the ``not enough data`` ones. The ``paper_<table>`` frames
+        always hold every published cell (``status`` ``"not run"`` where the study has none)
+        and ``findings`` every claim (verdict ``"not run"`` where the study cannot say).
     """
     df = validate_results(results)
     tables: dict[str, pd.DataFrame] = {}
@@ -531,9 +560,21 @@ def compute_all_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for factor in ABLATIONS:
         tables[f"ablation_{factor}"] = compute_ablation_table(df, factor=factor)
         tests.append(compute_ablation_tests(df, factor=factor))
+    for name in find_setting_ablations(df):
+        if f"ablation_{name}" in tables:
+            continue  # its name is taken by a table above (e.g. "normalization"): left out
+        frame, levels = label_setting_ablation(df, name), ("default", name)
+        tables[f"ablation_{name}"] = compute_ablation_table(frame, factor="setting", levels=levels)
+        tests.append(
+            compute_ablation_tests(frame, factor="setting", levels=levels, table=f"ablation_{name}")
+        )
     tables["centers"] = compute_center_table(df)
     tests.append(compute_center_tests(df))
     tables["tests"] = pd.concat([t for t in tests if len(t)], ignore_index=True)
+    paper = load_paper_numbers()
+    for name, frame in compute_paper_comparison(tables, paper=paper).items():
+        tables[f"paper_{name}"] = frame
+    tables["findings"] = compute_findings(tables, paper=paper)
     return tables
 
 
