@@ -75,6 +75,31 @@ def _load_state_dict(path: Path) -> dict:
     return state
 
 
+def _from_hub(cls, encoder: str, in_channels: int, classes: int, *, allow_download: bool):
+    """smp's ImageNet weights from the Hugging Face cache (offline unless allowed)."""
+    try:
+        with _hub_offline(not allow_download):
+            return cls(
+                encoder_name=encoder,
+                encoder_weights="imagenet",
+                in_channels=in_channels,
+                classes=classes,
+            )
+    except KeyError:
+        raise
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"ImageNet weights for encoder {encoder!r} are not available offline ({type(exc).__name__}). "
+            "Provide them in one of these ways: (0) put torchvision's ImageNet file "
+            f"({encoder}-<hash>.pth) in {Path(torch.hub.get_dir()) / 'checkpoints'}; "
+            "(1) pass encoder_weights='/path/to/encoder.safetensors' "
+            "(a state dict of the 3-channel encoder, e.g. model.safetensors of the Hugging Face repo "
+            f"smp-hub/{encoder}.imagenet); (2) pre-populate the Hugging Face cache on a connected "
+            f"machine (`huggingface-cli download smp-hub/{encoder}.imagenet`) and copy HF_HOME here; "
+            "(3) allow_download=True where the network is reachable; or use encoder_weights=None."
+        ) from exc
+
+
 def build_model(
     architecture: str = "unetplusplus",
     encoder: str = "resnet18",
@@ -127,27 +152,7 @@ def build_model(
                 in_channels=in_channels,
                 classes=classes,
             )
-        try:
-            with _hub_offline(not allow_download):
-                return cls(
-                    encoder_name=encoder,
-                    encoder_weights="imagenet",
-                    in_channels=in_channels,
-                    classes=classes,
-                )
-        except KeyError:
-            raise
-        except Exception as exc:
-            raise WeightsUnavailableError(
-                f"ImageNet weights for encoder {encoder!r} are not available offline ({type(exc).__name__}). "
-                "Provide them in one of these ways: (0) put torchvision's ImageNet file "
-                f"({encoder}-<hash>.pth) in {Path(torch.hub.get_dir()) / 'checkpoints'}; "
-                "(1) pass encoder_weights='/path/to/encoder.safetensors' "
-                "(a state dict of the 3-channel encoder, e.g. model.safetensors of the Hugging Face repo "
-                f"smp-hub/{encoder}.imagenet); (2) pre-populate the Hugging Face cache on a connected "
-                f"machine (`huggingface-cli download smp-hub/{encoder}.imagenet`) and copy HF_HOME here; "
-                "(3) allow_download=True where the network is reachable; or use encoder_weights=None."
-            ) from exc
+        return _from_hub(cls, encoder, in_channels, classes, allow_download=allow_download)
     path = Path(encoder_weights).expanduser()
     if not path.is_file():
         raise WeightsUnavailableError(
