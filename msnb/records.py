@@ -13,6 +13,7 @@ notebooks and the study's results gatherer read these files, never other noteboo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +27,6 @@ RECORD_NAME = "metrics.json"
 
 def _records(table) -> list:
     if hasattr(table, "to_json"):
-        import json
-
         # through pandas' JSON writer: NaN -> null, numpy and timestamp types handled
         return json.loads(table.to_json(orient="records"))
     return list(table)
@@ -82,8 +81,6 @@ def record_metrics(
 
 def read_metrics(path: str | os.PathLike) -> dict:
     """Read a ``metrics.json`` (a file or the folder holding it)."""
-    import json
-
     path = Path(path)
     if path.is_dir():
         path = path / RECORD_NAME
