@@ -28,6 +28,7 @@ from msnb import __version__
 from msnb.files import atomic_path, to_jsonable
 from msnb.models import build_model
 from msnb.normalize import get_normalizer
+from msnb.recipe import precision_of
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -95,6 +96,14 @@ class Bundle:
     def slice_crop(self) -> str:
         """How axial planes are cropped before the resize (:func:`msnb.slices.compute_geometry`)."""
         return str(self.meta.get("slice_crop", "brain"))
+
+    @property
+    def precision(self) -> str:
+        """The precision the model was trained in: ``"none"`` (float32), ``"bf16"`` or ``"fp16"``.
+
+        From the training record; a bundle without one trained in float32.
+        """
+        return precision_of(self.meta)
 
     @property
     def config(self) -> dict:

@@ -34,7 +34,7 @@ docdict: dict[str, str] = {
     "device": """device : str, default "auto"
     ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``
     (:func:`msnb.device.pick_device`).""",
-    "autocast": """autocast : {"auto", "bf16", "fp16", "none"}, default "auto"
+    "autocast": """autocast : {"auto", "bf16", "fp16", "none"}, default "none"
     Precision of the forward pass (:func:`msnb.device.resolve_speedups`); ``"none"`` is
     float32, ``"auto"`` bf16 where the device supports it.""",
 }

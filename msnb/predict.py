@@ -85,7 +85,7 @@ def infer_slices(
     batch_size: int = 16,
     device: str = "cpu",
     channels_last: bool = True,
-    autocast: str = "auto",
+    autocast: str = "none",
 ) -> np.ndarray:
     """Sigmoid probabilities of the model on slices.
 
@@ -135,7 +135,7 @@ def predict_volume(
     brain: np.ndarray | None = None,
     batch_size: int = 16,
     device: str = "auto",
-    autocast: str = "auto",
+    autocast: str | None = None,
 ) -> Prediction:
     """Predict lesions on a FLAIR volume.
 
@@ -149,13 +149,17 @@ def predict_volume(
         missing.
     %(batch_size)s
     %(device)s
-    %(autocast)s
+    autocast : {"auto", "bf16", "fp16", "none"} or None, default None
+        Precision of the forward pass; None: the one the model was trained in
+        (:attr:`msnb.bundle.Bundle.precision`), so that a study's evaluations run in its
+        declared precision on every machine.
 
     Returns
     -------
     Prediction
     """
     bundle = _as_bundle(bundle)
+    autocast = bundle.precision if autocast is None else autocast
     t = {}
     t0 = time.perf_counter()
     if brain is None:

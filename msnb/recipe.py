@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "canonical_architecture",
     "model_id_for",
+    "precision_of",
 ]
 
 SLICE_CROPS = ("brain", "none")  # msnb.slices.compute_geometry
@@ -84,9 +85,11 @@ class TrainConfig:
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"``, ``"cpu"``.
     channels_last : "auto" or bool, default "auto"
         ``"auto"``: on for CUDA (no measurable gain on the CPU).
-    autocast : str, default "auto"
-        ``"auto"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"none"``. ``"auto"``: bf16 on a CPU with
-        bf16 support and on CUDA devices that support it; otherwise none.
+    autocast : str, default "none"
+        Precision of training (and of the bundle's predictions): ``"none"`` (float32, the
+        paper), ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"``: bf16 on a CPU with bf16 support
+        and on CUDA devices that support it, else float32. ``"auto"`` trains faster but its
+        results depend on the machine, so a study file must declare one of the others.
     num_threads : int or None, default None
         CPU threads (None: ``OMP_NUM_THREADS`` when set, else all cores).
     time_budget_s : float or None, default None
@@ -135,7 +138,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     channels_last: str | bool = "auto"
-    autocast: str = "auto"
+    autocast: str = "none"
     num_threads: int | None = None
     time_budget_s: float | None = None
     max_slices_per_epoch: int | None = None
@@ -214,7 +217,9 @@ def model_id_for(
 
     ``<datasets joined by +>__<normalization>__<architecture>-<encoder>__<label>``, followed
     by ``__<hash>`` of the other settings when they differ from ``defaults`` (e.g. an
-    ablation changing the size), so two configurations never share an id.
+    ablation changing the size), so two configurations never share an id, and by
+    ``__seed<k>`` when the seed differs from that of ``defaults`` (a study's replicates: its
+    first seed keeps the plain id).
     """
     base = "__".join(
         [
@@ -224,7 +229,7 @@ def model_id_for(
             _slug(settings["label"]),
         ]
     )
-    shown = {"normalization", "architecture", "encoder", "label"}
+    shown = {"normalization", "architecture", "encoder", "label", "seed"}
     defaults = defaults or {}
     others = {
         k: v for k, v in sorted(settings.items()) if k not in shown and defaults.get(k, v) != v
@@ -232,4 +237,16 @@ def model_id_for(
     if others:
         digest = hashlib.sha1(json.dumps(others, sort_keys=True).encode()).hexdigest()[:8]
         base += f"__{digest}"
+    seed = settings.get("seed")
+    if seed is not None and defaults.get("seed", seed) != seed:
+        base += f"__seed{seed}"
     return base
+
+
+def precision_of(meta: dict) -> str:
+    """The precision a bundle was trained in, from its ``bundle.json`` content.
+
+    ``"none"`` (float32), ``"bf16"`` or ``"fp16"``: the autocast the training resolved
+    (``meta["training"]["autocast"]``); a bundle without that record counts as float32.
+    """
+    return str((meta.get("training") or {}).get("autocast") or "none")

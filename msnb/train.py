@@ -5,9 +5,10 @@ over all validation slices (in the model plane): ``2 sum|P & T| / (sum|P| + sum|
 keep the later epoch when its validation loss is lower.
 
 Device, autocast and seeding come from :mod:`msnb.device`: on the CPU, training uses all
-cores and bfloat16 autocast when the processor supports bf16 (``"auto"``); the loss is
-always computed in float32. The same seed on the CPU gives the same weights (same thread
-count, same library versions)."""
+cores, in float32 unless the configuration asks for bf16 (``autocast``; ``"auto"``: bf16
+where the processor supports it); the loss is always computed in float32. The bundle records
+the precision used, and predictions with it use the same. The same seed on the CPU gives the
+same weights (same precision, thread count and library versions)."""
 
 from __future__ import annotations
 

@@ -151,6 +151,43 @@ def test_paper_study_is_the_papers_grid(tmp_path):
     assert study.datasets["3dmrms"]["n4"] and "n4" not in study.datasets["isbi2015"]
 
 
+def test_replicates_are_their_own_jobs_and_the_first_seed_keeps_its_id(tmp_path):
+    path = write_study(
+        tmp_path,
+        **{
+            "training.seed": None,
+            "training.replicates": 3,
+            "experiments.labels.seeds": [0, 5],
+            "experiments.ablations": [
+                {"name": "linear", "change": {"normalization": "linear"}, "seeds": [0]}
+            ],
+        },
+    )
+    study = load_study(path, out_root=tmp_path)
+    assert study.seeds == [0, 1, 2] and study.training["seed"] == 0
+    trains, evals = expand_study(study)
+    seeds = {t.model_id: t.settings["seed"] for t in trains}
+    assert len(seeds) == len(trains)
+    # single and combinations: 3 seeds each; labels: seeds 0 and 5, its union model shared
+    # with the single ISBI model for seed 0; the linear ablation of single: seed 0 only
+    assert sorted(s for m, s in seeds.items() if m.startswith(ISBI_SINGLE)) == [0, 1, 2, 5]
+    assert f"{ISBI_SINGLE}__seed5" in seeds and ISBI_SINGLE in seeds
+    assert f"{ISBI_SINGLE}__seed1" in seeds and f"{ISBI_SINGLE}__seed0" not in seeds
+    rater1 = [m for m in seeds if m.startswith("isbi2015__quantile__unetplusplus-resnet18__rater1")]
+    assert sorted(seeds[m] for m in rater1) == [0, 5]
+    linear = [m for m, s in seeds.items() if "__linear__" in m]
+    assert len(linear) == 4 and all(seeds[m] == 0 for m in linear)
+    assert len(trains) == 4 * 3 + 4 * 3 + 2 * 2 + 1 + 4
+    # every replicate is tested on its experiment's test sets, and each job gets its seed
+    assert len(evals) == (12 + 7) * 3 + 9 * 2 - 3 + 12  # union seed 0 is single ISBI seed 0
+    specs = {s.name: s for s in job_specs(study) if s.kind == "train"}
+    assert specs[f"{ISBI_SINGLE}__seed2"].parameters["seed"] == 2
+    # the one-seed study's models are the first seed's: adding replicates retrains nothing
+    plain, _ = expand_study(load_study(parameters_dir() / "quick.yaml", out_root=tmp_path))
+    main = {t.model_id for t in plain if not all(e.startswith("ablation:") for e in t.experiments)}
+    assert len(main) == 10 and main <= set(seeds)
+
+
 def test_model_id_gets_a_hash_only_when_hidden_settings_change():
     base = {
         "normalization": "quantile",
@@ -216,7 +253,28 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
         ({"training.min_brain_fraction": 1.5}, r"training.min_brain_fraction: expected a fraction"),
         (
             {"training.autocast": "fp64"},
-            r"training.autocast: expected one of auto, bf16, fp16, none",
+            r"training.autocast: expected one of bf16, fp16, none",
+        ),
+        (
+            {"training.autocast": "auto"},
+            r"training.autocast: a study declares its precision: none \(float32\), bf16",
+        ),
+        ({"training.seeds": []}, r"training.seeds: expected a non-empty list of integers"),
+        ({"training.seeds": [0, "1"]}, r"training.seeds: expected a non-empty list of integers"),
+        ({"training.seeds": [1, 1]}, r"training.seeds: a seed is repeated"),
+        ({"training.seeds": [1, 2]}, r"training.seed: seeds starts at 1: leave seed out"),
+        ({"training.replicates": 0}, r"training.replicates: expected at least 1, got 0"),
+        (
+            {"training.replicates": 2, "training.seeds": [0, 1]},
+            r"training.replicates: give either seeds or replicates, not both",
+        ),
+        (
+            {"experiments.labels.replicates": "3"},
+            r"experiments.labels.replicates: expected int",
+        ),
+        (
+            {"experiments.combinations": [{"train": ["3dmrms"], "test": ["isbi2015"], "n": 2}]},
+            r"experiments.combinations\[0\]: expected a mapping with 'train', 'test'",
         ),
         ({"training.template": None}, r"training.normalization_reference: 'template' needs"),
         ({"training.template": "08_01"}, r"training.template: expected dict/null"),
@@ -259,14 +317,15 @@ def test_malformed_study_names_the_key(tmp_path, change, message):
     assert str(path) in str(info.value)
 
 
-# The dry-run digests of tiny.yaml's jobs (out_root /tmp/digest_out, where nothing is written)
-# before the recipe settings of issue 11 existed: a study that does not use them keeps its
-# jobs' parameters, so its finished jobs stay done.
+# The dry-run digests of tiny.yaml's jobs (out_root /tmp/digest_out, where nothing is written):
+# the evaluations' from before the recipe settings of issue 11 existed (a study that does not
+# use them keeps its jobs' parameters, so its finished jobs stay done); the trainings' since
+# every training declares its precision (autocast "none", issue 16: they ran in "auto" before).
 TINY_DIGESTS = {
-    "msseg2016_train__quantile__unetplusplus-resnet18__consensus": "4b3c9008",
-    "3dmrms__quantile__unetplusplus-resnet18__consensus": "6d4db348",
-    "msseg2016_train__linear__unetplusplus-resnet18__consensus": "c6107829",
-    "3dmrms__linear__unetplusplus-resnet18__consensus": "fcc13559",
+    "msseg2016_train__quantile__unetplusplus-resnet18__consensus": "2e9e7cc9",
+    "3dmrms__quantile__unetplusplus-resnet18__consensus": "707be818",
+    "msseg2016_train__linear__unetplusplus-resnet18__consensus": "2e5f8c35",
+    "3dmrms__linear__unetplusplus-resnet18__consensus": "71765cc3",
     "msseg2016_train__quantile__unetplusplus-resnet18__consensus__3dmrms": "0995dd86",
     "3dmrms__quantile__unetplusplus-resnet18__consensus__msseg2016_train": "2c7176df",
     "msseg2016_train__linear__unetplusplus-resnet18__consensus__3dmrms": "989115d8",
@@ -279,6 +338,7 @@ def test_studies_without_the_new_settings_keep_their_digests():
     specs = job_specs(study)
     assert {s.name: s.digest[:8] for s in specs} == TINY_DIGESTS
     assert not any(k in s.parameters for s in specs for k in SET_ONLY_KEYS)
+    assert all(s.parameters["autocast"] == "none" for s in specs if s.kind == "train")
 
 
 def _template_study(tmp_path: Path, msseg_root: Path, mrms_root: Path, subject: str) -> Path:
@@ -367,10 +427,15 @@ def test_paper_study_reads_real_dataset_roots(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- end to end
 
 
-def _tiny_study(tmp_path: Path, *, single_only: bool = False) -> Path:
+def _tiny_study(tmp_path: Path, *, single_only: bool = False, seeds: list | None = None) -> Path:
     spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
     if single_only:
         spec["experiments"].pop("ablations")
+    if seeds:  # replicates of the single models; the ablation keeps the first seed only
+        spec["training"].pop("seed")
+        spec["training"]["seeds"] = seeds
+        for ablation in spec["experiments"].get("ablations", []):
+            ablation["seeds"] = seeds[:1]
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -382,8 +447,9 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
 
     from msnb.study import run_study
 
-    study = load_study(_tiny_study(tmp_path), out_root=tmp_path / "out")
+    study = load_study(_tiny_study(tmp_path, seeds=[0, 1]), out_root=tmp_path / "out")
     trains, evals = expand_study(study)
+    assert len(trains) == 2 * 2 + 2 and len(evals) == 6
     first_jobs = [trains[0].model_id, f"{trains[0].model_id}__{evals[0].test_dataset}"]
     # A study killed after its first training and evaluation ...
     partial = run_study(study, only=first_jobs, progress=False, statistics=False)
@@ -398,6 +464,10 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     assert not results.duplicated(["model_id", "test_dataset", "subject", "timepoint"]).any()
     assert set(results.model_id) == {t.model_id for t in trains}
     assert results.dice.between(0, 1).all() and (results.train_centers != "").all()
+    # each replicate's rows carry its seed (from its bundle) and the declared precision
+    seeds = results.groupby("model_id")["seed"].agg(set).map(lambda s: s.pop()).to_dict()
+    assert seeds == {t.model_id: t.settings["seed"] for t in trains}
+    assert (results.precision == "none").all()
     again = results[results.model_id == trains[0].model_id].reset_index(drop=True)
     pd.testing.assert_frame_equal(
         again[["subject", "dice", "iou"]], first[["subject", "dice", "iou"]]

@@ -17,8 +17,8 @@ from msnb.study.spec import LABELS, Study, as_list
 
 __all__ = ["EvalJob", "TrainJob", "expand_study", "training_settings"]
 
-# A plan: (train datasets, settings overrides, test datasets, experiment tag).
-_Plan = tuple[list[str], dict, list[str], str]
+# A plan: (train datasets, settings overrides, test datasets, experiment tag, seeds).
+_Plan = tuple[list[str], dict, list[str], str, list[int]]
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,23 @@ def expand_study(study: Study) -> tuple[list[TrainJob], list[EvalJob]]:
     -------
     (train_jobs, eval_jobs)
         In a stable order; a model shared by several experiments appears once, with all
-        the experiments that use it.
+        the experiments that use it. Each replicate seed of an experiment is its own
+        training (``__seed<k>`` in its id but for the study's first seed) and evaluations.
     """
     base = study.training
     trains: dict[str, dict] = {}
     evals: dict[tuple[str, str], set] = {}
-    for train, overrides, tests, tag in _plans(study):
-        settings = training_settings(train, {**base, **overrides})
-        mid = model_id_for(train, settings, base)
-        entry = trains.setdefault(mid, {"train": tuple(train), "settings": settings, "tags": []})
-        if tag not in entry["tags"]:
-            entry["tags"].append(tag)
-        for t in tests:
-            evals.setdefault((mid, t), set()).add(tag)
+    for train, overrides, tests, tag, seeds in _plans(study):
+        for seed in seeds:
+            settings = training_settings(train, {**base, **overrides, "seed": seed})
+            mid = model_id_for(train, settings, base)
+            entry = trains.setdefault(
+                mid, {"train": tuple(train), "settings": settings, "tags": []}
+            )
+            if tag not in entry["tags"]:
+                entry["tags"].append(tag)
+            for t in tests:
+                evals.setdefault((mid, t), set()).add(tag)
     train_jobs = [
         TrainJob(mid, e["train"], tuple(sorted(e["settings"].items())), tuple(e["tags"]))
         for mid, e in trains.items()
@@ -97,7 +101,11 @@ def training_settings(train_datasets: list[str], settings: dict) -> dict:
 
 
 def _plans(study: Study) -> list[_Plan]:
-    """Every (train, overrides, tests, tag) of the experiments, ablations last."""
+    """Every (train, overrides, tests, tag, seeds) of the experiments, ablations last.
+
+    An experiment's seeds are its own (``seeds`` in its entry) or the study's; an ablation's
+    own seeds replace those of the experiments it repeats.
+    """
     exps = study.experiments
     plans: list[_Plan] = []
     for kind, planner in _PLANNERS.items():
@@ -105,20 +113,28 @@ def _plans(study: Study) -> list[_Plan]:
             plans += planner(study, {}, kind)
     for abl in exps.get("ablations") or []:
         for kind in as_list(abl.get("of", ["single"])):
-            plans += _PLANNERS[kind](study, dict(abl["change"]), f"ablation:{abl['name']}")
+            tag = f"ablation:{abl['name']}"
+            for train, overrides, tests, _, seeds in _PLANNERS[kind](study, abl["change"], tag):
+                plans.append((train, overrides, tests, tag, abl.get("seeds", seeds)))
     return plans
 
 
 def _single(study: Study, overrides: dict, tag: str) -> list[_Plan]:
     """One model per dataset, tested on every other dataset of the experiment."""
     names = as_list(study.experiments["single"])
-    return [([d], overrides, [t for t in names if t != d], tag) for d in names]
+    return [([d], overrides, [t for t in names if t != d], tag, study.seeds) for d in names]
 
 
 def _combinations(study: Study, overrides: dict, tag: str) -> list[_Plan]:
     """One model per combination of training datasets, tested on the listed datasets."""
     return [
-        (as_list(item["train"]), overrides, as_list(item["test"]), tag)
+        (
+            as_list(item["train"]),
+            overrides,
+            as_list(item["test"]),
+            tag,
+            item.get("seeds", study.seeds),
+        )
         for item in study.experiments["combinations"]
     ]
 
@@ -129,7 +145,8 @@ def _labels(study: Study, overrides: dict, tag: str) -> list[_Plan]:
     (dataset,) = as_list(spec["dataset"])
     labels = spec.get("labels", list(LABELS))
     test = as_list(spec.get("test") or [d for d in study.datasets if d != dataset])
-    return [([dataset], {**overrides, "label": label}, test, tag) for label in labels]
+    seeds = spec.get("seeds", study.seeds)
+    return [([dataset], {**overrides, "label": label}, test, tag, seeds) for label in labels]
 
 
 _PLANNERS: dict[str, Callable[[Study, dict, str], list[_Plan]]] = {

@@ -14,6 +14,7 @@ from pathlib import Path
 from msnb.datasets import load_scans
 from msnb.files import atomic_path
 from msnb.paths import notebooks_dir
+from msnb.recipe import precision_of
 from msnb.records import read_table
 from msnb.study.jobs import (
     AGREEMENT_NOTEBOOK,
@@ -31,6 +32,7 @@ __all__ = [
     "estimate",
     "gather_results",
     "rater_datasets",
+    "replicate",
     "train_centers",
 ]
 
@@ -42,8 +44,10 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
     """Concatenate every evaluation's per-scan metrics into ``<out>/results.csv`` (atomic).
 
     Only evaluations whose job record is complete are included, so no partial row appears.
-    Adds ``experiment`` (the study experiments the row serves) and ``train_centers`` (the
-    centers of the model's training scans, to flag unseen centers).
+    Adds ``experiment`` (the study experiments the row serves), ``train_centers`` (the
+    centers of the model's training scans, to flag unseen centers), and from the model's
+    bundle its ``seed`` and the ``precision`` it was trained and evaluated in (``none``:
+    float32).
 
     Parameters
     ----------
@@ -66,9 +70,12 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
             continue
         rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
         if rows is not None:
-            centers = train_centers(Path(spec.parameters["bundle"]), datasets or {}, cache=cache)
+            bundle = Path(spec.parameters["bundle"])
+            centers = train_centers(bundle, datasets or {}, cache=cache)
             experiments = ";".join(spec.parameters["experiments"])
-            frames.append(rows.assign(experiment=experiments, train_centers=centers))
+            frames.append(
+                rows.assign(experiment=experiments, train_centers=centers, **replicate(bundle))
+            )
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
@@ -76,6 +83,24 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return path
+
+
+def _bundle_info(bundle_dir: Path) -> dict:
+    """A bundle's ``bundle.json`` (``{}`` when missing or unreadable)."""
+    try:
+        return json.loads((bundle_dir / "bundle.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def replicate(bundle_dir: Path) -> dict:
+    """``{"seed", "precision"}`` of a bundle: its training seed and the precision it was
+    trained in (``"none"``: float32), as :func:`gather_results` adds them to its rows."""
+    info = _bundle_info(bundle_dir)
+    return {
+        "seed": int((info.get("config") or {}).get("seed", 0)),
+        "precision": precision_of(info),
+    }
 
 
 def train_centers(bundle_dir: Path, datasets: dict[str, dict], *, cache: dict | None = None) -> str:
@@ -91,10 +116,7 @@ def train_centers(bundle_dir: Path, datasets: dict[str, dict], *, cache: dict | 
         ``{dataset: {scan_id: center}}``, filled as datasets are read.
     """
     cache = {} if cache is None else cache
-    try:
-        info = json.loads((bundle_dir / "bundle.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return ""
+    info = _bundle_info(bundle_dir)
     centers = set()
     for name in info.get("train_datasets", []):
         if name not in datasets or datasets[name].get("adapter") in (None, "?"):

@@ -31,6 +31,7 @@ from msnb.sources import phantom_root
 __all__ = [
     "EXPERIMENT_KINDS",
     "LABELS",
+    "REPLICATE_KEYS",
     "SET_ONLY_KEYS",
     "TRAINING_CHOICES",
     "TRAINING_DEFAULTS",
@@ -73,10 +74,13 @@ TRAINING_CHOICES = {
     "selection_metric": SELECTION_METRICS,
     "normalization_reference": REFERENCES,
     "slice_crop": SLICE_CROPS,
-    "autocast": AUTOCAST_MODES,
+    # a study runs in one declared precision on every machine: not "auto" (device-dependent)
+    "autocast": tuple(m for m in AUTOCAST_MODES if m != "auto"),
 }
 #: Settings the training notebook receives only when they differ from their default: they
 #: came after the first studies ran, whose jobs thus keep their parameters and digests.
+#: ``autocast`` is not one: every training job declares its precision (its default changed
+#: from the machine-dependent ``"auto"`` to float32, so older trainings run again).
 SET_ONLY_KEYS = (
     "lr_step_epochs",
     "lr_gamma",
@@ -84,13 +88,15 @@ SET_ONLY_KEYS = (
     "normalization_reference",
     "slice_crop",
     "min_brain_fraction",
-    "autocast",
     "template",
 )
 _RECIPE = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 #: Defaults of :data:`TRAINING_KEYS`: those of :class:`msnb.recipe.TrainConfig`.
 TRAINING_DEFAULTS = {key: _RECIPE[key] for key in TRAINING_KEYS}
 _TEMPLATE_KEYS = ("dataset", "subject", "timepoint")
+#: Keys that ask for replicate trainings, in ``training`` and in an experiment (its override):
+#: ``seeds: [0, 1, 2]``, or ``replicates: 3`` (the seeds ``seed``, ``seed + 1``, ...).
+REPLICATE_KEYS = ("seeds", "replicates")
 EXPERIMENT_KINDS = ("single", "combinations", "labels", "ablations")
 #: The labels of the ``labels`` experiment when the study file names none.
 LABELS = ("rater1", "rater2", "union")
@@ -120,7 +126,12 @@ class Study:
         ``template`` is the template scan's id ``"<dataset>/<subject>/<timepoint>"`` (or None).
     experiments : dict
         The ``experiments`` mapping as written in the file, each ablation's ``change`` parsed
-        as ``training`` is.
+        as ``training`` is; an experiment that asks for its own replicates (``seeds`` or
+        ``replicates``) holds them as ``seeds``, a list.
+    seeds : list of int
+        The seeds of the replicate trainings of every experiment that sets none
+        (``training.seeds``, or ``training.replicates`` seeds from ``training.seed``); one seed,
+        ``training.seed``, by default. ``training["seed"]`` is the first.
     out_dir : Path
         ``<out_root>/<name>``.
     raw : dict
@@ -134,6 +145,7 @@ class Study:
     experiments: dict
     out_dir: Path
     raw: dict = field(repr=False, default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
 
 
 def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = None) -> Study:
@@ -161,13 +173,16 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
         _fail(where, "name", f"expected a simple name (letters, digits, _ . -), got {name!r}")
     datasets = _parse_datasets(where, raw.get("datasets"))
+    given = raw.get("training") or {}
     training = {
         **TRAINING_DEFAULTS,
-        **_parse_training(where, "training", raw.get("training") or {}, datasets),
+        **_parse_training(where, "training", _without_replicates(given), datasets),
     }
+    seeds = _parse_seeds(where, "training", given, training["seed"])
+    training["seed"] = seeds[0]
     _check_reference(where, "training", training)
     _check_experiments(where, raw.get("experiments"), datasets)
-    experiments = dict(raw["experiments"])
+    experiments = _parse_experiment_seeds(where, dict(raw["experiments"]), training["seed"])
     if "ablations" in experiments:
         experiments["ablations"] = _parse_ablations(where, experiments, datasets, training)
     return Study(
@@ -178,7 +193,77 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
         experiments=experiments,
         out_dir=Path(out_root or outputs_root()) / name,
         raw=raw,
+        seeds=seeds,
     )
+
+
+def _without_replicates(values):
+    """A mapping of settings without its :data:`REPLICATE_KEYS` (other values unchanged)."""
+    if not isinstance(values, dict):
+        return values
+    return {k: v for k, v in values.items() if k not in REPLICATE_KEYS}
+
+
+def _parse_seeds(where: str, prefix: str, values, first: int) -> list[int] | None:
+    """The replicate seeds ``values`` asks for (:data:`REPLICATE_KEYS`); ``[first]`` if none.
+
+    ``prefix`` is the key of ``values`` in the file; an experiment passes ``first`` None and
+    gets None when it sets no replicates of its own.
+
+    Raises
+    ------
+    StudyError
+        Both keys given, a non-integer or repeated seed, or fewer than one replicate.
+    """
+    if not isinstance(values, dict) or not any(k in values for k in REPLICATE_KEYS):
+        return None if first is None else [int(first)]
+    if all(k in values for k in REPLICATE_KEYS):
+        _fail(where, f"{prefix}.replicates", "give either seeds or replicates, not both")
+    if "replicates" in values:
+        n = values["replicates"]
+        _check_type(where, f"{prefix}.replicates", n, int)
+        if n < 1:
+            _fail(where, f"{prefix}.replicates", f"expected at least 1, got {n}")
+        start = values.get("seed", TRAINING_DEFAULTS["seed"] if first is None else first)
+        return [int(start) + i for i in range(n)]
+    seeds = values["seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    ):
+        _fail(where, f"{prefix}.seeds", f"expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        _fail(where, f"{prefix}.seeds", f"a seed is repeated: {seeds}")
+    if "seed" in values and values["seed"] != seeds[0]:
+        _fail(where, f"{prefix}.seed", f"seeds starts at {seeds[0]}: leave seed out")
+    return list(seeds)
+
+
+def _parse_experiment_seeds(where: str, exps: dict, seed: int) -> dict:
+    """``exps`` with each experiment's own replicates as ``seeds`` (see :class:`Study`).
+
+    The ``labels`` mapping, each ``combinations`` item and each ablation may set ``seeds``
+    or ``replicates`` (counted from the study's first seed).
+    """
+    out = dict(exps)
+    if isinstance(out.get("labels"), dict):
+        out["labels"] = _own_seeds(where, "experiments.labels", out["labels"], seed)
+    for kind in ("combinations", "ablations"):
+        if isinstance(out.get(kind), list):
+            out[kind] = [
+                _own_seeds(where, f"experiments.{kind}[{i}]", item, seed)
+                for i, item in enumerate(out[kind])
+            ]
+    return out
+
+
+def _own_seeds(where: str, key: str, item, seed: int):
+    """An experiment item with its :data:`REPLICATE_KEYS` parsed into ``seeds``."""
+    if not isinstance(item, dict) or not any(k in item for k in REPLICATE_KEYS):
+        return item
+    seeds = _parse_seeds(where, key, {**item, "seed": seed} if "replicates" in item else item, None)
+    return {**_without_replicates(item), "seeds": seeds}
 
 
 def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
@@ -200,6 +285,13 @@ def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
         if k not in TRAINING_KEYS:
             _fail(where, key, f"unknown training setting (known: {', '.join(TRAINING_KEYS)})")
         _check_type(where, key, v, TRAINING_KEYS[k])
+        if k == "autocast" and v == "auto":
+            _fail(
+                where,
+                key,
+                "a study declares its precision: none (float32), bf16 or fp16, not auto, "
+                "which depends on the machine",
+            )
         if k in TRAINING_CHOICES and v not in TRAINING_CHOICES[k]:
             _fail(where, key, f"expected one of {', '.join(TRAINING_CHOICES[k])}, got {v!r}")
     _check_ranges(where, prefix, values)
@@ -410,8 +502,8 @@ def _check_combinations(where: str, items, datasets: dict) -> None:
         _fail(where, "experiments.combinations", "expected a list of {train: [...], test: [...]}")
     for i, item in enumerate(items):
         key = f"experiments.combinations[{i}]"
-        if not isinstance(item, dict) or set(item) - {"train", "test"}:
-            _fail(where, key, "expected a mapping with 'train' and 'test'")
+        if not isinstance(item, dict) or set(item) - {"train", "test", *REPLICATE_KEYS}:
+            _fail(where, key, "expected a mapping with 'train', 'test' (and seeds or replicates)")
         _check_names(where, f"{key}.train", item.get("train"), datasets)
         _check_names(where, f"{key}.test", item.get("test"), datasets)
 
