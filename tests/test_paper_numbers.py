@@ -260,3 +260,11 @@ def test_paper_against_itself_and_its_findings(paper, tables):
     assert run["effect"].to_numpy() == pytest.approx(run["paper_effect"].to_numpy(), abs=1e-3)
     for claim, rel in (("larger_heterogeneous_better", 0.01), ("union_marginal", 1e-3)):
         assert f.loc[claim, "p_value"] == pytest.approx(f.loc[claim, "paper_p_value"], rel=rel)
+    # one "seed": every effect stable in 1 of 1; the effects over cells have a t interval
+    assert (run["n_seeds"] == 1).all() and (run["stable_seeds"] == 1).all()
+    for claim in ("combinations_better", "quantile_better", "unetplusplus_better"):
+        r = f.loc[claim]
+        assert r["effect_ci_low"] < r["effect"] < r["effect_ci_high"]
+    assert f.loc[["similar_performance", "above_miccai_winner"], "effect_ci_low"].isna().all()
+    t2 = tables["paper_table2"]
+    assert t2["study_sd"].isna().all() and (t2["n_seeds"] == 1).all()

@@ -585,3 +585,219 @@ def test_heatmap_annotates_means_and_counts():
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == 12 and all("n=" in t for t in texts)
     assert ax.get_ylabel() == "training set"
+
+
+# --------------------------------------------------------------------------- seed replicates
+
+#: Per-seed effect of linear normalization (linear - quantile) in :func:`make_seeded_results`:
+#: the third seed has the opposite sign of the seed-mean effect.
+LINEAR_EFFECT = {0: -0.10, 1: -0.06, 2: 0.04}
+SEED_SHIFT = {0: 0.0, 1: 0.03, 2: -0.02}
+SEEDED_TRAINS = {"msseg2016_train": 0.6, "3dmrms": 0.7}
+SEEDED_TESTS = ("isbi2015", "3dmrms")
+
+
+def make_seeded_results(seeds=(0, 1, 2)) -> pd.DataFrame:
+    """Two single-dataset models and their linear twins, each trained with ``seeds``, tested on
+    two sets of three scans; values are exact: training level + seed shift + the seed's linear
+    effect + 0.01 per scan. Seed 2's quantile msseg2016_train model lacks one isbi2015 value,
+    so the mean of the seed means differs from the mean over all scan values."""
+    rows = []
+    for seed in seeds:
+        for train, level in SEEDED_TRAINS.items():
+            for norm in ("quantile", "linear"):
+                mid = f"{train}__{norm}__unetplusplus-resnet18__consensus"
+                mid += f"__seed{seed}" if seed else ""
+                for test in SEEDED_TESTS:
+                    for p in (1, 2, 3):
+                        dice = level + SEED_SHIFT[seed] + 0.01 * p
+                        dice += LINEAR_EFFECT[seed] if norm == "linear" else 0.0
+                        missing = (seed, norm, train, test, p) == (
+                            2,
+                            "quantile",
+                            "msseg2016_train",
+                            "isbi2015",
+                            1,
+                        )
+                        rows.append(
+                            {
+                                "model_id": mid,
+                                "train_datasets": train,
+                                "label": "consensus",
+                                "normalization": norm,
+                                "architecture": "unetplusplus",
+                                "encoder": "resnet18",
+                                "test_dataset": test,
+                                "subject": f"{test}_{p:02d}",
+                                "timepoint": "01",
+                                "center": test,
+                                "dice": math.nan if missing else dice,
+                                "iou": math.nan if missing else dice / (2 - dice),
+                                **dict.fromkeys(stats.METRICS[2:], 0.5),
+                                "experiment": "single" if norm == "quantile" else "ablation:linear",
+                                "train_centers": train,
+                                "seed": seed,
+                                "precision": "none",
+                            }
+                        )
+    return pd.DataFrame(rows)
+
+
+def _t_half(values) -> float:
+    """Half-width of the 95 % t interval of the mean of ``values``."""
+    v = np.asarray(values, dtype=float)
+    return sps.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+
+
+def test_cells_are_means_of_seed_means_with_seed_sd_and_t_interval():
+    df = make_seeded_results()
+    tables = stats.compute_all_tables(df)
+    tt = tables["train_test"]
+    cell = _cell(tt, train_datasets="msseg2016_train", test_dataset="isbi2015", metric="dice")
+    rows = df[
+        (df["model_id"].str.startswith("msseg2016_train__quantile"))
+        & (df["test_dataset"] == "isbi2015")
+    ]
+    seed_means = rows.groupby("seed")["dice"].mean().to_numpy()
+    assert cell["mean"] == pytest.approx(seed_means.mean())
+    assert cell["mean"] != pytest.approx(rows["dice"].mean())  # not the pooled scan mean
+    assert cell["sd_seeds"] == pytest.approx(np.std(seed_means, ddof=1))
+    half = sps.t.ppf(0.975, 2) * np.std(seed_means, ddof=1) / math.sqrt(3)
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(
+        (seed_means.mean() - half, seed_means.mean() + half)
+    )
+    assert cell["n_seeds"] == 3 and cell["n_models"] == 3 and cell["n_scans"] == 8
+    # the same helper behind every cell table
+    direct = stats.compute_seed_cells(rows, by=["train_datasets"], metrics=["dice"]).iloc[0]
+    assert direct["dice"] == pytest.approx(cell["mean"]) and direct["n_seeds"] == 3
+    # the ablation table: each level over its seeds, the difference over seed k vs seed k
+    ab = _cell(tables["ablation_normalization"], train_datasets="3dmrms", test_dataset="3dmrms")
+    effects = list(LINEAR_EFFECT.values())
+    assert ab["dice_diff"] == pytest.approx(np.mean(effects))
+    assert ab["dice_diff_sd_seeds"] == pytest.approx(np.std(effects, ddof=1))
+    assert ab["dice_diff_ci_high"] == pytest.approx(np.mean(effects) + _t_half(effects))
+    assert ab["dice_linear_sd_seeds"] == pytest.approx(
+        np.std([SEED_SHIFT[k] + LINEAR_EFFECT[k] for k in range(3)], ddof=1)
+    )
+    assert (ab["n_seeds_quantile"], ab["n_seeds_linear"], ab["n_seeds"]) == (3, 3, 3)
+    assert {"train_test_by_seed", "ablation_normalization_by_seed"} <= set(tables)
+
+
+def test_paired_tests_count_the_seeds_that_agree():
+    df = make_seeded_results()
+    tests = stats.compute_ablation_tests(df, factor="normalization").set_index("unit")
+    for unit in ("pair", "scan"):
+        row = tests.loc[unit]
+        assert row["mean_diff"] < 0  # linear is worse on the seed means
+        assert row["n_seeds"] == 3 and row["stable_seeds"] == 2  # seed 2 has the opposite sign
+    assert tests.loc["pair", "n"] == 4
+    # seed 2 alone against seed 0: the seeds both levels have are the ones counted
+    partial = df[~((df["seed"] == 2) & (df["normalization"] == "linear"))]
+    row = stats.compute_ablation_tests(partial, factor="normalization").set_index("unit")
+    assert row.loc["pair", "n_seeds"] == 2 and row.loc["pair", "stable_seeds"] == 2
+    tables = stats.compute_all_tables(df)
+    anova = _cell(tables["tests"], table="train_test", test="anova", unit="pair")
+    assert anova["n_seeds"] == 3 and np.isnan(anova["stable_seeds"])
+    assert list(tables["tests"].columns[-2:]) == ["n_seeds", "stable_seeds"]
+
+
+def test_findings_give_the_effect_ci_and_its_stability_over_seeds():
+    tables = stats.compute_all_tables(make_seeded_results())
+    q = tables["findings"].set_index("claim").loc["quantile_better"]
+    diffs = -tables["ablation_normalization"]["dice_diff"].to_numpy()  # quantile - linear
+    assert q["effect"] == pytest.approx(diffs.mean()) and q["effect"] > 0
+    assert (q["effect_ci_low"], q["effect_ci_high"]) == pytest.approx(
+        (diffs.mean() - _t_half(diffs), diffs.mean() + _t_half(diffs))
+    )
+    assert (q["stable_seeds"], q["n_seeds"]) == (2, 3)
+    shown = stats.render_findings(tables["findings"]).loc[stats.CLAIMS["quantile_better"].statement]
+    assert shown["seeds"] == "stable in 2 of 3 seeds"
+    lo, hi = q["effect_ci_low"], q["effect_ci_high"]
+    assert shown["effect"] == f"{q['effect']:+.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def test_one_seed_tables_are_unchanged_and_render_without_sd():
+    one = make_seeded_results(seeds=(0,))
+    tables = stats.compute_all_tables(one.drop(columns=["seed", "precision"]))
+    tt = tables["train_test"]
+    assert (tt["n_seeds"] == 1).all() and tt[["sd_seeds", "ci_low", "ci_high"]].isna().all().all()
+    cell = _cell(tt, train_datasets="3dmrms", test_dataset="isbi2015", metric="dice")
+    assert (
+        cell["mean"]
+        == one[
+            (one["model_id"].str.startswith("3dmrms__quantile"))
+            & (one["test_dataset"] == "isbi2015")
+        ]["dice"].mean()
+    )
+    assert not [k for k in tables if k.endswith("_by_seed")]
+    tests = tables["tests"]
+    ok = tests[(tests["test"] == "wilcoxon") & (tests["status"] == "ok")]
+    assert len(ok) == 2 and (ok["n_seeds"] == 1).all() and (ok["stable_seeds"] == 1).all()
+    shown = stats.render_tables(tables)
+    assert shown["table2_dice"].loc["3dmrms", "isbi2015"] == f"{cell['mean']:.3f} (n=3)"
+    assert not shown["table6_normalization"].stack().astype(str).str.contains("±").any()
+    f = stats.render_findings(tables["findings"]).loc[stats.CLAIMS["quantile_better"].statement]
+    assert f["seeds"] == "1 seed"
+
+
+def test_several_seeds_render_mean_and_seed_sd_also_beside_the_paper():
+    tables = stats.compute_all_tables(make_seeded_results())
+    shown = stats.render_tables(tables)
+    cell = _cell(
+        tables["train_test"], train_datasets="3dmrms", test_dataset="isbi2015", metric="dice"
+    )
+    expected = f"{cell['mean']:.3f} ± {cell['sd_seeds']:.3f}"
+    assert shown["table2_dice"].loc["3dmrms", "isbi2015"] == expected
+    diff = shown["table6_normalization"].loc[("3dmrms", "3dmrms"), "diff"]
+    assert diff.startswith("-0.040 ± ")
+    paper = _cell(
+        tables["paper_table2"], train_datasets="3dmrms", test_dataset="isbi2015", metric="dice"
+    )
+    assert paper["study_sd"] == pytest.approx(cell["sd_seeds"]) and paper["n_seeds"] == 3
+    assert shown["paper_table2"].loc[("3dmrms", "isbi2015"), "dice: this study"] == expected
+
+
+def test_seed_and_precision_columns_default_and_load(tmp_path):
+    df = make_results()
+    valid = stats.validate_results(df)
+    assert (valid["seed"] == 0).all() and valid["seed"].dtype.kind == "i"
+    assert (valid["precision"] == "").all()
+    seeded = make_seeded_results()
+    seeded.loc[0, "seed"] = None  # an empty seed reads as 0
+    path = tmp_path / "results.csv"
+    seeded.to_csv(path, index=False)
+    back = stats.load_results(path)
+    assert back["seed"].dtype.kind == "i" and back["seed"].tolist()[:2] == [0, 0]
+    assert set(back["seed"]) == {0, 1, 2} and (back["precision"] == "none").all()
+    ids = pd.Series(["a__union", "a__union__seed1", "a__seed2x"])
+    assert stats.replicate_id(ids).tolist() == ["a__union", "a__union", "a__seed2x"]
+
+
+def test_a_models_seeds_are_one_row_in_centers_and_table_3():
+    frames = []
+    for k in range(3):
+        r = make_results(k, nan_fraction=0.0)
+        r["model_id"] = r["model_id"] + (f"__seed{k}" if k else "")
+        frames.append(r.assign(seed=k))
+    tables = stats.compute_all_tables(pd.concat(frames, ignore_index=True))
+    # Table 3 beside the paper: the SD over seeds of each seed's mean over the cells
+    by_seed = tables["train_test_by_seed"]
+    own = by_seed[(by_seed["train_datasets"] == "3dmrms") & (by_seed["metric"] == "dice")]
+    t2 = tables["paper_table2"]
+    published = t2.loc[t2["train_datasets"] == "3dmrms", "test_dataset"]
+    assert len(set(published)) == 3  # the paper has no 3dmrms model tested on 3dmrms
+    t3 = _cell(tables["paper_table3"], train_datasets="3dmrms")
+    assert t3["status"] == "ok" and t3["n_seeds"] == 3
+    per_seed = own[own["test_dataset"].isin(published)].groupby("seed")["mean"].mean()
+    assert t3["study_sd"] == pytest.approx(per_seed.std(ddof=1))
+    # the study's own mean Dice per training set: over all its test sets
+    means = tables["train_means"].set_index("train_datasets")
+    assert means.loc["3dmrms", "sd_seeds"] == pytest.approx(
+        own.groupby("seed")["mean"].mean().std(ddof=1)
+    )
+    cen = tables["centers"]
+    assert not cen["model_id"].str.contains("__seed").any() and (cen["n_seeds"] == 3).all()
+    tests = stats.select_tests(tables, "centers")
+    assert (tests["n_seeds"] == 3).all() and tests["stable_seeds"].between(0, 3).all()
+    # center 03 is built 0.15 lower in every seed
+    assert (tests["stable_seeds"] == 3).all() and (tests["mean_diff"] < 0).all()

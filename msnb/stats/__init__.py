@@ -27,6 +27,14 @@ starts with ``"not enough data: "`` instead of a number.
 
 Missing metric values (NaN: empty truth or empty prediction) are left out of means and tests;
 every cell reports ``n_scans`` (values used) and ``n_missing`` (NaN values left out).
+
+Seed replicates (models of one configuration trained with several seeds, told apart by the
+results table's ``seed`` column): a cell is the mean over seeds of each seed's mean, with the
+seed SD (``sd_seeds``), its 95 % t interval (``ci_low``, ``ci_high``) and ``n_seeds``
+(:func:`compute_seed_cells`); paired tests pair cells on their seed means and report in
+``stable_seeds`` of ``n_seeds`` how many seeds give the effect the same sign; the findings
+give each effect a 95 % interval and say in how many seeds it is stable. With one seed every
+number is what it was.
 """
 
 from __future__ import annotations
@@ -57,7 +65,9 @@ from msnb.stats.inference import (
     compute_oneway_anova,
     compute_paired_test,
     compute_rm_anova,
+    compute_seed_stability,
     compute_unpaired_test,
+    count_same_sign,
     make_test_row,
     make_tests_frame,
     not_enough_row,
@@ -78,6 +88,7 @@ from msnb.stats.results import (
     DEFAULTS,
     METRICS,
     OPTIONAL_COLUMNS,
+    OPTIONAL_DEFAULTS,
     REQUIRED_COLUMNS,
     SCAN_COLUMNS,
     SEP,
@@ -85,6 +96,7 @@ from msnb.stats.results import (
     has_experiment,
     is_default,
     load_results,
+    replicate_id,
     resolve_output_path,
     select_single_default,
     serves_main_experiment,
@@ -103,6 +115,9 @@ from msnb.stats.tables import (
     compute_label_table,
     compute_label_tests,
     compute_pair_means,
+    compute_seed_cells,
+    compute_seed_means,
+    compute_seed_tables,
     compute_train_anova,
     compute_train_means,
     compute_train_test_table,
@@ -126,6 +141,7 @@ __all__ = [
     "NOT_REPRODUCED",
     "NOT_RUN",
     "OPTIONAL_COLUMNS",
+    "OPTIONAL_DEFAULTS",
     "PAPER_KEYS",
     "PAPER_LABELS",
     "REPRODUCED",
@@ -151,16 +167,21 @@ __all__ = [
     "compute_paired_test",
     "compute_paper_comparison",
     "compute_rm_anova",
+    "compute_seed_cells",
+    "compute_seed_means",
+    "compute_seed_stability",
+    "compute_seed_tables",
     "compute_train_anova",
     "compute_train_means",
     "compute_train_test_table",
     "compute_unpaired_test",
+    "count_same_sign",
     "dataset_key",
     "find_setting_ablations",
     "has_experiment",
     "is_default",
-    "load_paper_results",
     "label_setting_ablation",
+    "load_paper_results",
     "load_results",
     "make_test_row",
     "make_tests_frame",
@@ -170,6 +191,7 @@ __all__ = [
     "render_paper_comparison",
     "render_tables",
     "render_train_test",
+    "replicate_id",
     "resolve_output_path",
     "select_single_default",
     "select_tests",

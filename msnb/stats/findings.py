@@ -38,10 +38,29 @@ paper's unit (a train/test cell's mean Dice, ``unit == "pair"``):
 ``above_miccai_winner`` (section 5.3)
     Effect: that model's Dice on msseg2016_test minus the MICCAI 2016 winner's 0.5914
     (0.631 - 0.5914). Reproduced when positive.
+
+Uncertainty. Every effect comes with a 95 % interval (``effect_ci_low``, ``effect_ci_high``)
+and with ``stable_seeds`` of ``n_seeds`` ("stable in k of n seeds"):
+
+- An effect that is a mean over paired cells (``combinations_better``, ``quantile_better``,
+  ``unetplusplus_better``, ``union_marginal``: one difference per train/test cell, the cells
+  being seed means) gets the Student t interval of that mean over the cells, the paper's
+  unit; it needs no seed replicates. ``larger_heterogeneous_better`` gets the Tukey-Kramer
+  95 % interval of its difference. The effects of one cell or an extreme of cells
+  (``similar_performance``, ``centers_consistent``, ``above_miccai_winner``) get the effect
+  +- t(0.975, n - 1) * SD / sqrt(n) of the n per-seed effects: NaN with one seed.
+- ``stable_seeds`` counts the seeds in which the finding's effect, computed from that seed's
+  models alone (the ``<name>_by_seed`` tables of :func:`msnb.stats.tables.compute_seed_tables`,
+  seed k of every model), lies on the same side of the rule's threshold as the seed-mean
+  effect: 0 for differences, the paper's ratio for ``similar_performance``,
+  :data:`CENTER_TOLERANCE` for ``centers_consistent``. It is the effect's direction that is
+  counted, not the verdict: the tests are not rerun per seed. ``n_seeds`` counts the seeds
+  with an effect (1 in a study with one seed, where the effect is stable in 1 of 1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -49,17 +68,18 @@ import pandas as pd
 
 from msnb.paper import load_paper_numbers
 from msnb.stats.compare import NOT_RUN, compute_default_cells, dataset_key
+from msnb.stats.inference import compute_mean_ci, count_same_sign
 from msnb.stats.results import is_default
 
 __all__ = [
     "ALPHA",
     "CENTER_TOLERANCE",
     "CLAIMS",
-    "Claim",
     "COMBINED",
     "FINDING_COLUMNS",
     "NOT_REPRODUCED",
     "REPRODUCED",
+    "Claim",
     "compute_findings",
 ]
 
@@ -88,6 +108,10 @@ FINDING_COLUMNS = (
     "verdict",
     "rule",
     "detail",
+    "effect_ci_low",
+    "effect_ci_high",
+    "n_seeds",
+    "stable_seeds",
 )
 
 
@@ -208,6 +232,150 @@ def _verdict(ok: bool) -> str:
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
+# --------------------------------------------------------------------------- seeds
+
+
+def _seed_views(tables: dict) -> list[dict]:
+    """Each seed's own tables (from the ``<name>_by_seed`` tables of
+    :func:`msnb.stats.tables.compute_seed_tables`), or ``[tables]`` without them (one seed)."""
+    names = [k.removesuffix("_by_seed") for k in tables if k.endswith("_by_seed")]
+    if not names:
+        return [tables]
+    seeds = sorted(set().union(*(set(tables[f"{n}_by_seed"]["seed"]) for n in names)))
+    views = []
+    for k in seeds:
+        view = dict(tables)
+        for n in names:
+            frame = tables[f"{n}_by_seed"]
+            view[n] = frame[frame["seed"] == k].drop(columns="seed").reset_index(drop=True)
+        views.append(view)
+    return views
+
+
+def _seed_effects(tables: dict, effect_of: Callable[[dict], float]) -> np.ndarray:
+    """``effect_of`` computed on each seed's own tables (:func:`_seed_views`)."""
+    return np.array([effect_of(view) for view in _seed_views(tables)], dtype=float)
+
+
+def _stability(per_seed: np.ndarray, effect: float, threshold: float = 0.0) -> dict:
+    """``n_seeds`` (seeds with an effect) and ``stable_seeds`` (those on the same side of
+    ``threshold`` as ``effect``)."""
+    return count_same_sign(per_seed - threshold, effect - threshold)
+
+
+def _seed_ci(effect: float, per_seed: np.ndarray) -> dict:
+    """``effect`` +- t(0.975, n - 1) * SD(per-seed effects) / sqrt(n) (NaN with < 2 seeds)."""
+    from scipy import stats as sps
+
+    v = per_seed[np.isfinite(per_seed)]
+    if v.size < 2 or not np.isfinite(effect):
+        return {}
+    half = float(sps.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return {"effect_ci_low": effect - half, "effect_ci_high": effect + half}
+
+
+def _cells_ci(diffs: np.ndarray) -> dict:
+    """``effect`` (mean of the cells' differences) and its 95 % t interval over the cells."""
+    if not np.isfinite(diffs).any():
+        return {}
+    effect, low, high = compute_mean_ci(diffs)
+    return {"effect": effect, "effect_ci_low": low, "effect_ci_high": high}
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean of the finite ``values`` (NaN when there is none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else np.nan
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def _similar_effect(tables: dict) -> float:
+    """Worst / best cross-dataset Dice cell (NaN with fewer than two training sets)."""
+    tt = tables["train_test"]
+    cells = tt[(tt["metric"] == "dice") & tt["cross"].astype(bool) & tt["mean"].notna()]
+    if cells["train_datasets"].nunique() < 2:
+        return np.nan
+    lo, hi = cells["mean"].min(), cells["mean"].max()
+    return float(lo / hi) if hi > 0 else np.nan
+
+
+def _larger_effect(tables: dict) -> float:
+    """Mean Dice cell of the msseg2016_test model minus the isbi2015 model's."""
+    tt = tables["train_test"]
+    dice = tt[(tt["metric"] == "dice") & tt["mean"].notna()]
+    means = dice.groupby("train_datasets")["mean"].mean()
+    return float(means.get("msseg2016_test", np.nan) - means.get("isbi2015", np.nan))
+
+
+def _combination_diffs(tables: dict) -> np.ndarray:
+    """Combination - best component, one per (combination, test set) cell."""
+    diffs = []
+    for _, g in tables["combinations"].groupby(["combination", "test_dataset"], sort=True):
+        comp = g.loc[g["role"] == "component", "dice"].dropna()
+        combo = g.loc[g["role"] == "combination", "dice"].dropna()
+        if len(comp) and len(combo):
+            diffs.append(float(combo.iloc[0] - comp.max()))
+    return np.array(diffs, dtype=float)
+
+
+def _ablation_diffs(tables: dict, factor: str, levels: tuple[str, str]) -> np.ndarray:
+    """Reference - alternative Dice, one per matching cell of ``ablation_<factor>``."""
+    ab = tables[f"ablation_{factor}"]
+    ref, alt = (f"dice_{level}" for level in levels)
+    if ab.empty or ref not in ab.columns or alt not in ab.columns:
+        return np.array([])
+    return (ab[ref] - ab[alt]).dropna().to_numpy(dtype=float)
+
+
+def _union_diffs(tables: dict) -> tuple[np.ndarray, pd.Series]:
+    """Union - the better single rater (on their means) per ISBI 2015 test set all three
+    labels were tested on, and the three labels' means."""
+    lab = tables["labels"]
+    needed = ["rater1", "rater2", "union"]
+    lab = lab[lab["train_datasets"] == "isbi2015"] if len(lab) else lab
+    if lab.empty:
+        return np.array([]), pd.Series(dtype=float)
+    wide = lab.pivot_table(index="test_dataset", columns="label", values="dice")
+    if not set(needed) <= set(wide.columns):
+        return np.array([]), pd.Series(dtype=float)
+    wide = wide[needed].dropna()
+    m = wide.mean()
+    best = "rater1" if m["rater1"] >= m["rater2"] else "rater2"
+    return (wide["union"] - wide[best]).to_numpy(dtype=float), m
+
+
+def _combined_cell(tables: dict) -> float:
+    """Dice of the paper's combined model (:data:`COMBINED`) on its test set (NaN: not run)."""
+    cells = compute_default_cells(tables)
+    sel = cells[
+        (cells["key"] == dataset_key(COMBINED[0]))
+        & (cells["test_dataset"] == COMBINED[1])
+        & (cells["metric"] == "dice")
+    ]
+    return float(sel["mean"].iloc[0]) if len(sel) else np.nan
+
+
+def _combined_centers(tables: dict) -> pd.DataFrame:
+    """Per-center rows of the combined model (default settings) on its test set."""
+    cen = tables["centers"]
+    if cen.empty:
+        return cen
+    cen = cen[is_default(cen) & (cen["test_dataset"] == COMBINED[1])]
+    cen = cen[cen["train_datasets"].map(dataset_key) == dataset_key(COMBINED[0])]
+    return cen[cen["dice"].notna()]
+
+
+def _centers_effect(tables: dict) -> float:
+    """Largest relative deviation of a center's Dice from the combined model's whole set."""
+    cen, whole = _combined_centers(tables), _combined_cell(tables)
+    if cen.empty or not np.isfinite(whole):
+        return np.nan
+    return float((cen["dice"].astype(float) / whole - 1).abs().max())
+
+
 # --------------------------------------------------------------------------- one per claim
 
 
@@ -216,13 +384,16 @@ def _similar(tables: dict, paper: dict) -> dict:
     row = _row("similar_performance", paper)
     row["paper_effect"] = p.min() / p.max()
     tt = tables["train_test"]
-    cells = tt[(tt["metric"] == "dice") & tt["cross"] & tt["mean"].notna()]
+    cells = tt[(tt["metric"] == "dice") & tt["cross"].astype(bool) & tt["mean"].notna()]
     row["n"] = len(cells)
     if cells["train_datasets"].nunique() < 2:
         return row
+    effect = _similar_effect(tables)
     lo, hi = cells["mean"].min(), cells["mean"].max()
-    row.update(effect=lo / hi if hi > 0 else np.nan, detail=f"cells {lo:.3f} to {hi:.3f}")
-    row["verdict"] = _verdict(bool(row["effect"] >= row["paper_effect"]))
+    per_seed = _seed_effects(tables, _similar_effect)
+    row.update(effect=effect, detail=f"cells {lo:.3f} to {hi:.3f}", **_seed_ci(effect, per_seed))
+    row.update(_stability(per_seed, effect, row["paper_effect"]))
+    row["verdict"] = _verdict(bool(effect >= row["paper_effect"]))
     return row
 
 
@@ -240,8 +411,12 @@ def _larger(tables: dict, paper: dict) -> dict:
     if anova is None or anova["status"] != "ok" or pair.empty:
         return row
     t = pair.iloc[0]
-    effect = t["diff"] if t["A"] == "msseg2016_test" else -t["diff"]
-    row.update(effect=effect, n=anova["n"], p_value=anova["p_value"])
+    sign = 1.0 if t["A"] == "msseg2016_test" else -1.0
+    effect = sign * t["diff"]
+    low, high = sorted((sign * t["ci_low"], sign * t["ci_high"]))
+    row.update(effect=effect, effect_ci_low=low, effect_ci_high=high)
+    row.update(n=anova["n"], p_value=anova["p_value"])
+    row.update(_stability(_seed_effects(tables, _larger_effect), effect))
     paper_tukey = paper["p_values"].set_index("name").loc["tukey_msseg2016_test_vs_isbi2015"]
     paper_tukey = paper_tukey["value"]
     row["detail"] = f"Tukey p = {t['p_tukey']:.4g} (paper {paper_tukey:g})"
@@ -259,18 +434,15 @@ def _combinations(tables: dict, paper: dict) -> dict:
         paper_effect=float(np.mean(p["dice"].to_numpy() - best)),
         detail=f"paper: {int((p['dice'] > best).sum())} of {len(p)} cells",
     )
-    diffs = []
-    combos = tables["combinations"]
-    for _, g in combos.groupby(["combination", "test_dataset"], sort=True):
-        comp = g.loc[g["role"] == "component", "dice"].dropna()
-        combo = g.loc[g["role"] == "combination", "dice"].dropna()
-        if len(comp) and len(combo):
-            diffs.append(float(combo.iloc[0] - comp.max()))
-    if not diffs:
+    diffs = _combination_diffs(tables)
+    if not diffs.size:
         return row
     wilcoxon = _test_row(tables["tests"], "combinations", "wilcoxon")
-    above = sum(d > 0 for d in diffs)
-    row.update(effect=float(np.mean(diffs)), n=len(diffs))
+    above = int((diffs > 0).sum())
+    row.update(n=len(diffs), **_cells_ci(diffs))
+    row.update(
+        _stability(_seed_effects(tables, lambda v: _mean(_combination_diffs(v))), row["effect"])
+    )
     row["p_value"] = wilcoxon["p_value"] if wilcoxon is not None else np.nan
     row["detail"] = f"{above} of {len(diffs)} cells above the best component; {row['detail']}"
     row["verdict"] = _verdict(above == len(diffs))
@@ -290,10 +462,12 @@ def _ablation(tables: dict, paper: dict, claim: str, factor: str) -> dict:
     test = _test_row(tables["tests"], f"ablation_{factor}", "wilcoxon")
     if test is None or test["status"] != "ok":
         return row
-    effect = -float(test["mean_diff"])  # the row's difference is alternative - reference
-    row.update(effect=effect, n=test["n"], p_value=test["p_value"])
+    diffs = _ablation_diffs(tables, factor, (ref, alt))
+    row.update(n=test["n"], p_value=test["p_value"], **_cells_ci(diffs))
+    per_seed = _seed_effects(tables, lambda v: _mean(_ablation_diffs(v, factor, (ref, alt))))
+    row.update(_stability(per_seed, row["effect"]))
     row["detail"] = f"{int(test['n'])} pairs; {row['detail']}"
-    row["verdict"] = _verdict(effect > 0 and test["p_value"] < ALPHA)
+    row["verdict"] = _verdict(row["effect"] > 0 and test["p_value"] < ALPHA)
     return row
 
 
@@ -304,32 +478,18 @@ def _union(tables: dict, paper: dict) -> dict:
         paper,
         paper_effect=means["union"] - max(means["rater1"], means["rater2"]),
     )
-    lab = tables["labels"]
-    lab = lab[lab["train_datasets"] == "isbi2015"] if len(lab) else lab
-    wide = (
-        lab.pivot_table(index="test_dataset", columns="label", values="dice") if len(lab) else lab
-    )
     test = _test_row(tables["tests"], "labels", "rm_anova", "isbi2015:")
-    needed = {"rater1", "rater2", "union"}
-    if test is None or test["status"] != "ok" or not needed <= set(wide.columns):
+    diffs, m = _union_diffs(tables)
+    if test is None or test["status"] != "ok" or not diffs.size:
         return row
-    m = wide[sorted(needed)].dropna().mean()
-    effect = m["union"] - max(m["rater1"], m["rater2"])
-    row.update(effect=effect, n=test["n"], p_value=test["p_value"])
+    row.update(n=test["n"], p_value=test["p_value"], **_cells_ci(diffs))
+    row["effect"] = m["union"] - max(m["rater1"], m["rater2"])  # = the mean of ``diffs``
+    row.update(
+        _stability(_seed_effects(tables, lambda v: _mean(_union_diffs(v)[0])), row["effect"])
+    )
     row["detail"] = ", ".join(f"{k} {v:.3f}" for k, v in m.items())
-    row["verdict"] = _verdict(bool(effect > 0 and test["p_value"] >= ALPHA))
+    row["verdict"] = _verdict(bool(row["effect"] > 0 and test["p_value"] >= ALPHA))
     return row
-
-
-def _combined_cell(tables: dict) -> float:
-    """Dice of the paper's combined model (:data:`COMBINED`) on its test set (NaN: not run)."""
-    cells = compute_default_cells(tables)
-    sel = cells[
-        (cells["key"] == dataset_key(COMBINED[0]))
-        & (cells["test_dataset"] == COMBINED[1])
-        & (cells["metric"] == "dice")
-    ]
-    return float(sel["mean"].iloc[0]) if len(sel) else np.nan
 
 
 def _centers(tables: dict, paper: dict) -> dict:
@@ -343,19 +503,16 @@ def _centers(tables: dict, paper: dict) -> dict:
             *pc.loc[~pc["seen_in_training"], "dice"], overall
         ),
     )
-    cen = tables["centers"]
-    if len(cen):
-        cen = cen[is_default(cen) & (cen["test_dataset"] == COMBINED[1])]
-        cen = cen[cen["train_datasets"].map(dataset_key) == dataset_key(COMBINED[0])]
-        cen = cen[cen["dice"].notna()]
-    whole = _combined_cell(tables)
+    cen, whole = _combined_centers(tables), _combined_cell(tables)
     unseen = cen[cen["seen_in_training"].eq(False).fillna(False)] if len(cen) else cen
     if cen.empty or unseen.empty or not np.isfinite(whole):
         return row
-    effect = float((cen["dice"] / whole - 1).abs().max())
+    effect = _centers_effect(tables)
+    per_seed = _seed_effects(tables, _centers_effect)
     prefix = f"{cen['model_id'].iloc[0]} on {COMBINED[1]}:"
     test = _test_row(tables["tests"], "centers", "mann_whitney", prefix, unit="scan")
-    row.update(effect=effect, n=int(cen["dice_n"].sum()))
+    row.update(effect=effect, n=int(cen["dice_n"].sum()), **_seed_ci(effect, per_seed))
+    row.update(_stability(per_seed, effect, CENTER_TOLERANCE))
     row["p_value"] = test["p_value"] if test is not None else np.nan
     shown = ", ".join(f"{c} {d:.3f}" for c, d in zip(unseen["center"], unseen["dice"], strict=True))
     row["detail"] = f"unseen {shown}, whole set {whole:.3f}; {row['detail']}"
@@ -370,7 +527,10 @@ def _miccai(tables: dict, paper: dict) -> dict:
     whole = _combined_cell(tables)
     if not np.isfinite(whole):
         return row
-    row.update(effect=whole - winner, n=1, detail=f"Dice {whole:.3f} on {COMBINED[1]}")
+    effect = whole - winner
+    per_seed = _seed_effects(tables, lambda v: _combined_cell(v) - winner)
+    row.update(effect=effect, n=1, detail=f"Dice {whole:.3f} on {COMBINED[1]}")
+    row.update(**_seed_ci(effect, per_seed), **_stability(per_seed, effect))
     row["verdict"] = _verdict(whole > winner)
     return row
 

@@ -12,6 +12,11 @@ there are at most :data:`EXACT_MAX_PAIRS` pairs and no zero or tied difference, 
 normal approximation with tie and continuity corrections (:func:`wilcoxon_method`, the rule
 of R's ``wilcox.test``). From the paper's Table 7 (19 pairs, with ties) it gives the paper's
 p = 0.00029 (``tests/test_paper_numbers.py``).
+
+Seed replicates. A study may train each configuration with several seeds; the tables then
+test cells on their seed means (each cell's mean over its seeds) and say, in ``n_seeds`` and
+``stable_seeds`` (:func:`compute_seed_stability`), in how many seeds the effect computed from
+that seed's models alone has the sign of the seed-mean effect.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ __all__ = [
     "compute_oneway_anova",
     "compute_paired_test",
     "compute_rm_anova",
+    "compute_seed_stability",
     "compute_unpaired_test",
+    "count_same_sign",
     "make_test_row",
     "make_tests_frame",
     "not_enough_row",
@@ -58,6 +65,8 @@ TEST_COLUMNS = (
     "ci_high",
     "ci_method",
     "status",
+    "n_seeds",
+    "stable_seeds",
 )
 #: Fewest pairs for a paired test (Wilcoxon, t interval).
 MIN_PAIRS = 3
@@ -177,6 +186,44 @@ def compute_mean_ci(
         alpha = (1 - confidence) / 2
         return (mean, float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
     raise ValueError(f"unknown CI method {method!r}; use 't' or 'bootstrap'")
+
+
+def compute_seed_stability(
+    a: pd.Series, b: pd.Series, effect: float, *, level: str = "seed"
+) -> dict:
+    """In how many seeds a paired effect ``b - a`` has the sign of the seed-mean ``effect``.
+
+    Parameters
+    ----------
+    a, b : Series
+        Per-seed values of the two sides, indexed alike by the pair's keys and the seed (index
+        level ``level``): a value of seed k of ``a`` is paired with seed k of ``b``. Pairs with a
+        NaN (or missing) on either side are dropped.
+    effect : float
+        The seed-mean effect (e.g. a test row's ``mean_diff``).
+    level : str, default "seed"
+
+    Returns
+    -------
+    dict
+        ``n_seeds``: seeds with at least one complete pair; ``stable_seeds``: those whose mean
+        of ``b - a`` over their pairs has the sign of ``effect`` (NaN when ``effect`` is NaN).
+    """
+    both = pd.concat({"a": a, "b": b}, axis=1).dropna()
+    if both.empty:
+        return {"n_seeds": 0, "stable_seeds": math.nan}
+    per_seed = (both["b"] - both["a"]).groupby(level=level).mean()
+    return count_same_sign(per_seed.to_numpy(), effect)
+
+
+def count_same_sign(values: Sequence[float] | np.ndarray, effect: float) -> dict:
+    """``n_seeds`` (finite ``values``, one per seed) and ``stable_seeds`` (those with the sign
+    of ``effect``, zero counting as its own sign; NaN when ``effect`` is NaN)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if effect is None or not np.isfinite(effect):
+        return {"n_seeds": int(v.size), "stable_seeds": math.nan}
+    return {"n_seeds": int(v.size), "stable_seeds": int((np.sign(v) == np.sign(effect)).sum())}
 
 
 def compute_paired_test(

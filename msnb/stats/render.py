@@ -1,6 +1,11 @@
 """Display and files: the paper's tables as ``"mean (n=scans)"`` cells, the paper's
 published cells as paper | this study | difference, the findings, CSV, Markdown,
-``metrics.json`` (through :func:`msnb.records.record_metrics`) and the train x test heatmap."""
+``metrics.json`` (through :func:`msnb.records.record_metrics`) and the train x test heatmap.
+
+A table whose cells have more than one seed replicate shows them as ``"mean ± sd"`` (the mean
+over seeds and the SD of the seed means; ``"mean (1 seed)"`` for a cell with one); a table
+with one seed keeps ``"mean (n=scans)"``. The findings show each effect with its 95 %
+interval, ``"+0.120 [0.050, 0.190]"``, and ``"stable in k of n seeds"``."""
 
 from __future__ import annotations
 
@@ -27,12 +32,34 @@ __all__ = [
 ]
 
 
-def _cells(means, counts, digits: int) -> list[str]:
-    """``"mean (n=count)"`` strings (``"- (n=count)"`` where the mean is NaN)."""
+def _cells(means, counts, digits: int, sds=None) -> list[str]:
+    """``"mean (n=count)"`` strings (``"- (n=count)"`` where the mean is NaN); with ``sds``
+    (seed SDs of a table with several seeds) ``"mean ± sd"`` strings instead (``"-"`` where the
+    mean is NaN, ``"mean (1 seed)"`` where the SD is)."""
+    if sds is not None:
+        return [_seed_cell(m, sd, digits) for m, sd in zip(means, sds, strict=True)]
     return [
         f"- (n={n})" if not np.isfinite(m) else f"{m:.{digits}f} (n={n})"
         for m, n in zip(means, counts, strict=True)
     ]
+
+
+def _seed_cell(mean: float, sd: float, digits: int, sign: str = "") -> str:
+    """``"mean ± sd"`` (``sign`` ``"+"`` writes the mean's sign; ``"-"``: NaN mean)."""
+    if not np.isfinite(mean):
+        return "-"
+    if not np.isfinite(sd):
+        return f"{mean:{sign}.{digits}f} (1 seed)"
+    return f"{mean:{sign}.{digits}f} ± {sd:.{digits}f}"
+
+
+def _seed_sds(table: pd.DataFrame, sd: str, seeds: str = "n_seeds"):
+    """Column ``sd`` of ``table`` when its cells have more than one seed (column ``seeds``),
+    else None (the one-seed display)."""
+    if sd not in table.columns or seeds not in table.columns:
+        return None
+    n = pd.to_numeric(table[seeds], errors="coerce")
+    return table[sd].astype(float) if n.max() > 1 else None
 
 
 def _pivot_cells(table: pd.DataFrame, index: list[str], columns: str) -> pd.DataFrame:
@@ -43,21 +70,30 @@ def _pivot_cells(table: pd.DataFrame, index: list[str], columns: str) -> pd.Data
 
 
 def render_train_test(train_test: pd.DataFrame, *, metric: str = "dice", digits: int = 3):
-    """Train (rows) x test (columns) matrix of ``"mean (n=scans)"`` strings."""
+    """Train (rows) x test (columns) matrix of ``"mean (n=scans)"`` strings (``"mean ± sd"``
+    over seeds when the cells have several)."""
     t = train_test[train_test["metric"] == metric]
     if t.empty:
         return pd.DataFrame()
-    cells = t.assign(cell=_cells(t["mean"], t["n_scans"], digits))
+    cells = t.assign(cell=_cells(t["mean"], t["n_scans"], digits, _seed_sds(t, "sd_seeds")))
     return cells.pivot(index="train_datasets", columns="test_dataset", values="cell").fillna("")
 
 
 def _render_ablation(table: pd.DataFrame, levels: tuple[str, str], digits: int) -> pd.DataFrame:
-    """Table 6/7 display: Dice cells of both ``levels`` and their difference."""
+    """Table 6/7 display: Dice cells of both ``levels`` and their difference (with several
+    seeds, ``"mean ± sd"`` cells and a ``"+diff ± sd"`` difference over the shared seeds)."""
     keep = ["train_datasets", "test_dataset"]
     show = table[keep].copy()
     for level in levels:
-        show[level] = _cells(table[f"dice_{level}"], table[f"dice_{level}_n"], digits)
-    show["diff"] = table["dice_diff"].round(digits)
+        sds = _seed_sds(table, f"dice_{level}_sd_seeds", f"n_seeds_{level}")
+        show[level] = _cells(table[f"dice_{level}"], table[f"dice_{level}_n"], digits, sds)
+    sds = _seed_sds(table, "dice_diff_sd_seeds")
+    if sds is None:
+        show["diff"] = table["dice_diff"].round(digits)
+    else:
+        show["diff"] = [
+            _seed_cell(d, sd, digits, "+") for d, sd in zip(table["dice_diff"], sds, strict=True)
+        ]
     return show.set_index(keep)
 
 
@@ -74,16 +110,18 @@ def render_paper_comparison(comparison: pd.DataFrame, *, digits: int = 3) -> pd.
     -------
     DataFrame
         Indexed by the table's keys, in the paper's row order; columns ``paper``,
-        ``this study`` (``"mean (n=scans)"``, or ``"not run"``) and ``difference``
-        (study - paper), prefixed by the metric (``"dice: paper"``) when there are several.
+        ``this study`` (``"mean (n=scans)"``; ``"mean ± sd"`` over seeds when the study's cells
+        have several; or ``"not run"``) and ``difference`` (study - paper), prefixed by the
+        metric (``"dice: paper"``) when there are several.
     """
     keys = [c for c in comparison.columns if c not in COMPARISON_COLUMNS]
     if comparison.empty:
         return pd.DataFrame()
+    sds = _seed_sds(comparison, "study_sd")
     study = np.where(
         comparison["status"] == NOT_RUN,
         NOT_RUN,
-        _cells(comparison["study"], comparison["n_scans"], digits),
+        _cells(comparison["study"], comparison["n_scans"], digits, sds),
     )
     show = comparison[[*keys, "metric"]].assign(
         paper=[f"{v:.{digits}f}" for v in comparison["paper"]],
@@ -121,34 +159,61 @@ def render_findings(findings: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Indexed by the claim's statement: ``verdict``, ``effect`` (this study's),
-        ``paper effect``, ``measure`` (what the effect is), ``test``, ``p``, ``paper p``,
-        ``rule``, ``detail``.
+        Indexed by the claim's statement: ``verdict``, ``effect`` (this study's, signed, with
+        its 95 % interval: ``"+0.120 [0.050, 0.190]"``), ``paper effect``, ``measure`` (what
+        the effect is), ``test``, ``p``, ``paper p``, ``seeds`` (``"stable in k of n seeds"``,
+        ``"1 seed"``), ``rule``, ``detail``.
     """
     if findings.empty:
         return pd.DataFrame()
-
-    def num(v, fmt):
-        return "" if v is None or not np.isfinite(v) else format(v, fmt)
-
-    f = findings
+    f = findings.reindex(columns=list(FINDING_COLUMNS))
+    effects = [
+        _effect_text(v, lo, hi, digits)
+        for v, lo, hi in zip(f["effect"], f["effect_ci_low"], f["effect_ci_high"], strict=True)
+    ]
     return pd.DataFrame(
         {
             "verdict": f["verdict"],
-            "effect": [num(v, f".{digits}f") for v in f["effect"]],
-            "paper effect": [num(v, f".{digits}f") for v in f["paper_effect"]],
+            "effect": effects,
+            "paper effect": [_num(v, f"+.{digits}f") for v in f["paper_effect"]],
             "measure": f["effect_name"],
             "test": f["test"],
-            "p": [num(v, ".3g") for v in f["p_value"]],
-            "paper p": [num(v, ".4g") for v in f["paper_p_value"]],
+            "p": [_num(v, ".3g") for v in f["p_value"]],
+            "paper p": [_num(v, ".4g") for v in f["paper_p_value"]],
+            "seeds": [
+                _stability_text(k, n) for k, n in zip(f["stable_seeds"], f["n_seeds"], strict=True)
+            ],
             "rule": f["rule"],
             "detail": f["detail"],
         }
     ).set_index(f["statement"].rename("claim"))
 
 
+def _num(value, fmt: str) -> str:
+    """``value`` formatted (``""`` when None or NaN)."""
+    return "" if value is None or not np.isfinite(value) else format(value, fmt)
+
+
+def _effect_text(effect, low, high, digits: int) -> str:
+    """``"+0.120 [0.050, 0.190]"`` (no interval where it is NaN, ``""`` without an effect)."""
+    text = _num(effect, f"+.{digits}f")
+    if text and np.isfinite(low) and np.isfinite(high):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def _stability_text(stable, n_seeds) -> str:
+    """``"stable in k of n seeds"``; ``"1 seed"`` with one; ``""`` without an effect."""
+    if not np.isfinite(n_seeds) or n_seeds < 1 or not np.isfinite(stable):
+        return ""
+    if n_seeds == 1:
+        return "1 seed"
+    return f"stable in {int(stable)} of {int(n_seeds)} seeds"
+
+
 def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[str, pd.DataFrame]:
-    """Display versions of the paper's tables: cells are ``"mean (n=scans)"`` strings.
+    """Display versions of the paper's tables: cells are ``"mean (n=scans)"`` strings
+    (``"mean ± sd"`` over seeds in a table with several seeds).
 
     Parameters
     ----------
@@ -172,11 +237,12 @@ def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[s
     }
     c = tables["combinations"]
     if len(c):
-        c = c.assign(cell=_cells(c["dice"], c["n_scans"], digits))
+        c = c.assign(cell=_cells(c["dice"], c["n_scans"], digits, _seed_sds(c, "dice_sd_seeds")))
         out["table4_combinations"] = _pivot_cells(c, ["combination", "model"], "test_dataset")
     lab = tables["labels"]
     if len(lab):
-        lab = lab.assign(cell=_cells(lab["dice"], lab["dice_n"], digits))
+        sds = _seed_sds(lab, "dice_sd_seeds")
+        lab = lab.assign(cell=_cells(lab["dice"], lab["dice_n"], digits, sds))
         out["table5_labels"] = _pivot_cells(lab, ["train_datasets", "label"], "test_dataset")
     for num, factor in (("6", "normalization"), ("7", "architecture")):
         if len(tables[f"ablation_{factor}"]):
@@ -185,12 +251,14 @@ def render_tables(tables: dict[str, pd.DataFrame], *, digits: int = 3) -> dict[s
             )
     for key, table in tables.items():
         name = key.removeprefix("ablation_")
-        if key.startswith("ablation_") and name not in ABLATIONS and len(table):
+        own = key.startswith("ablation_") and not key.endswith("_by_seed")
+        if own and name not in ABLATIONS and len(table):
             out[key] = _render_ablation(table, ("default", name), digits)
     cen = tables["centers"]
     if len(cen):
         unseen = np.where(cen["seen_in_training"].fillna(True).astype(bool), "", " [unseen]")
-        cen = cen.assign(cell=_cells(cen["dice"], cen["dice_n"], digits) + unseen)
+        cells = _cells(cen["dice"], cen["dice_n"], digits, _seed_sds(cen, "dice_sd_seeds"))
+        cen = cen.assign(cell=np.char.add(np.array(cells, dtype=str), unseen))
         out["centers"] = _pivot_cells(cen, ["model_id", "test_dataset"], "center")
     if "findings" in tables:
         out["findings"] = render_findings(tables["findings"], digits=digits)
@@ -272,7 +340,8 @@ def write_tables(
 def plot_train_test_heatmap(
     table: pd.DataFrame, ax=None, *, metric: str = "dice", vmin: float = 0.0, vmax: float = 1.0
 ):
-    """Heatmap of the train x test table, each cell annotated with mean and scan count.
+    """Heatmap of the train x test table, each cell annotated with mean and scan count (and
+    the seed SD when the cells have several seeds).
 
     Parameters
     ----------
@@ -298,11 +367,15 @@ def plot_train_test_heatmap(
         return ax
     values = t.pivot(index="train_datasets", columns="test_dataset", values="mean")
     counts = t.pivot(index="train_datasets", columns="test_dataset", values="n_scans")
+    sds = _seed_sds(t, "sd_seeds")
+    if sds is not None:
+        sds = t.assign(sd=sds).pivot(index="train_datasets", columns="test_dataset", values="sd")
     annot = values.copy().astype(object)
     for i in values.index:
         for j in values.columns:
             v, n = values.loc[i, j], counts.loc[i, j]
-            annot.loc[i, j] = "" if pd.isna(n) else f"{v:.2f}\nn={int(n)}"
+            sd = "" if sds is None or pd.isna(sds.loc[i, j]) else f" ± {sds.loc[i, j]:.2f}"
+            annot.loc[i, j] = "" if pd.isna(n) else f"{v:.2f}{sd}\nn={int(n)}"
     sns.heatmap(
         values.astype(float),
         annot=annot.to_numpy(),

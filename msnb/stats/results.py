@@ -7,10 +7,18 @@ records the experiments each row serves (``experiment``, tags joined by ``";"``)
 that serves only ablations (``"ablation:<name>"``) changed a setting, even one the
 configuration columns do not show (e.g. ``normalization_reference``), so it is never a
 default model.
+
+A study that trains each configuration with several seeds (replicates) records each
+replicate as its own model (its own ``model_id``: the first seed's plain id, the others
+``<id>__seed<k>``, see :func:`replicate_id`) with the same configuration columns; the
+``seed`` column (an integer, 0 in tables that lack it) says which seed, ``precision`` the
+precision it was trained and evaluated in (``"none"``, ``"bf16"``; ``""`` when not recorded).
+The statistics aggregate replicates by seed (:mod:`msnb.stats.tables`).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -33,6 +41,7 @@ __all__ = [
     "DEFAULTS",
     "METRICS",
     "OPTIONAL_COLUMNS",
+    "OPTIONAL_DEFAULTS",
     "REQUIRED_COLUMNS",
     "SCAN_COLUMNS",
     "SEP",
@@ -42,6 +51,7 @@ __all__ = [
     "is_default",
     "label_setting_ablation",
     "load_results",
+    "replicate_id",
     "resolve_output_path",
     "select_single_default",
     "serves_main_experiment",
@@ -50,8 +60,13 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = tuple(RESULT_COLUMNS)
-OPTIONAL_COLUMNS = ("experiment", "train_centers")
-STRING_COLUMNS = (*ID_COLUMNS, *OPTIONAL_COLUMNS)
+#: Columns a results table may lack, with the value they get then: the experiments a row
+#: serves, its model's training centers, its model's seed and precision.
+OPTIONAL_COLUMNS = ("experiment", "train_centers", "seed", "precision")
+#: The value :func:`validate_results` gives each of the :data:`OPTIONAL_COLUMNS` when absent.
+OPTIONAL_DEFAULTS = {"experiment": "", "train_centers": "", "seed": 0, "precision": ""}
+#: Columns kept as strings (``seed`` is an integer column, the metrics are floats).
+STRING_COLUMNS = (*ID_COLUMNS, "experiment", "train_centers", "precision")
 METRICS = METRIC_COLUMNS
 #: The paper's default training settings: the field defaults of
 #: :class:`msnb.recipe.TrainConfig` for the configuration columns a results table carries.
@@ -67,6 +82,7 @@ SCAN_COLUMNS = ("test_dataset", "subject", "timepoint")
 SEP = "+"
 #: Prefix of the ``experiment`` tag of an ablation's models (``"ablation:linear"``).
 ABLATION_TAG = "ablation:"
+_SEED_SUFFIX = re.compile(r"__seed\d+$")
 
 
 def validate_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +97,8 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         Identifier columns as strings (``"01"`` stays ``"01"``), metric columns as floats,
-        ``experiment`` and ``train_centers`` added (empty) when absent.
+        ``seed`` as integers; ``experiment``, ``train_centers`` and ``precision`` added
+        (empty) and ``seed`` (0) when absent, an empty ``seed`` read as 0.
 
     Raises
     ------
@@ -94,9 +111,10 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     df = results.copy()
     for col in OPTIONAL_COLUMNS:
         if col not in df.columns:
-            df[col] = ""
+            df[col] = OPTIONAL_DEFAULTS[col]
     for col in STRING_COLUMNS:
         df[col] = df[col].astype("string").fillna("").astype(str)
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").fillna(0).astype(int)
     for col in METRICS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     dup = df.duplicated(["model_id", *SCAN_COLUMNS])
@@ -129,6 +147,12 @@ def load_results(path: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
         path, dtype=dtypes, keep_default_na=False, na_values={m: [""] for m in METRICS}
     )
     return validate_results(df)
+
+
+def replicate_id(model_ids: pd.Series) -> pd.Series:
+    """The id shared by a model's seed replicates: ``model_id`` without its ``__seed<k>``
+    suffix (the first seed's plain id, :func:`msnb.recipe.model_id_for`)."""
+    return model_ids.astype(str).str.replace(_SEED_SUFFIX, "", regex=True)
 
 
 def resolve_output_path(path: str | Path) -> Path:
