@@ -236,7 +236,10 @@ def evaluate_scans(
     -------
     pandas.DataFrame (and dict when ``keep_predictions``)
         :data:`RESULT_COLUMNS` first, then ``scan_id``, ``eval_label``, ``status``, lesion
-        counts, voxel counts and ``seconds``.
+        counts, voxel counts, ``seconds`` and the seconds of its stages: ``seconds_read``
+        (FLAIR and brain mask, with the dataset's preprocessing), those of
+        :attr:`Prediction.seconds` (``brain``, ``normalize``, ``slice``, ``infer``,
+        ``unslice``) and ``seconds_score`` (truth read and metrics).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -246,11 +249,15 @@ def evaluate_scans(
     rows, preds = [], {}
     for scan in tqdm(list(scans), desc="evaluating", disable=not progress):
         t0 = time.perf_counter()
-        pred = predict_scan(scan, bundle, **options)
+        flair, brain = load_flair(scan)
+        t_read = time.perf_counter()
+        pred = predict_volume(flair, bundle, brain=brain, **options)
+        t_pred = time.perf_counter()
         truth = load_label(scan, label, reference=pred.volume).data
         m = compute_metrics(
             truth, pred.mask_canonical, voxel_volume_mm3=pred.volume.voxel_volume_ml * 1000.0
         )
+        stages = {"read": t_read - t0, **pred.seconds, "score": time.perf_counter() - t_pred}
         rows.append(
             {
                 **ident,
@@ -262,6 +269,7 @@ def evaluate_scans(
                 "scan_id": scan.scan_id,
                 "eval_label": label,
                 "seconds": time.perf_counter() - t0,
+                **{f"seconds_{k}": v for k, v in stages.items()},
             }
         )
         if keep_predictions:

@@ -63,8 +63,9 @@ class TrainResult:
     model : torch.nn.Module
         The best-validation-Dice model (eval mode, CPU).
     history : pandas.DataFrame
-        One row per epoch: epoch, train_loss, val_loss, val_dice, slices, seconds,
-        partial (epoch cut by the time budget).
+        One row per epoch: epoch, train_loss, val_loss, val_dice, val_mean_slice_dice, lr,
+        slices, seconds (the epoch with its validation), val_seconds, partial (epoch cut by
+        the time budget).
     best_epoch : int
     best_val_dice : float
     stopped_by_budget : bool
@@ -74,6 +75,9 @@ class TrainResult:
     bundle_path : Path or None
     config : TrainConfig
     seconds : float
+    timings : dict
+        Seconds of each stage: ``prepare_data`` (split, normalizer, slice store),
+        ``build_model``, ``train_steps`` (the epochs' batches), ``validation``.
     """
 
     model: object
@@ -89,6 +93,7 @@ class TrainResult:
     seconds: float
     speedups: dict = field(default_factory=dict)
     bundle_path: Path | None = None
+    timings: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """Numbers for ``metrics.json``."""
@@ -104,6 +109,7 @@ class TrainResult:
             "train_slices": int(self.store.indices_for(self.train_patients).size),
             "val_slices": int(self.store.indices_for(self.val_patients).size),
             "seconds": self.seconds,
+            **{f"seconds_{k}": v for k, v in self.timings.items()},
             **self.speedups,
         }
 
@@ -298,6 +304,7 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
         train_loss, seen, stopped = _train_epoch(run, data.store, order, epoch)
         if run.scheduler is not None:
             run.scheduler.step()
+        t_val = time.perf_counter()
         scores = evaluate_slices(
             run.model,
             data.store,
@@ -318,6 +325,7 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
                 "lr": lr,
                 "slices": seen,
                 "seconds": time.perf_counter() - t0,
+                "val_seconds": time.perf_counter() - t_val,
                 "partial": stopped and seen < len(order),
             }
         )
@@ -359,6 +367,17 @@ def _make_run(config: TrainConfig, device: str, channels_last: bool, autocast: s
     if config.time_budget_s is not None:
         run.deadline = time.perf_counter() + config.time_budget_s
     return run
+
+
+def _stage_timings(start: float, t_data: float, t_model: float, epochs: pd.DataFrame) -> dict:
+    """:attr:`TrainResult.timings` from the stages' ``perf_counter()`` marks, up to now."""
+    validation = float(epochs["val_seconds"].sum()) if len(epochs) else 0.0
+    return {
+        "prepare_data": t_data - start,
+        "build_model": t_model - t_data,
+        "train_steps": time.perf_counter() - t_model - validation,
+        "validation": validation,
+    }
 
 
 def train_model(
@@ -409,16 +428,19 @@ def train_model(
     )
     seed_everything(config.seed)
     data = _prepare_data(scans, config, cache_dir)
-
+    t_data = time.perf_counter()
     seed_everything(config.seed)
     run = _make_run(config, device, channels_last, autocast)
+    t_model = time.perf_counter()
     history, best, stopped = _fit(run, data, np.random.default_rng(config.seed))
+    epochs = pd.DataFrame(history)
+    timings = _stage_timings(start, t_data, t_model, epochs)
     model = run.model.to("cpu").to(memory_format=torch.contiguous_format)
     model.load_state_dict(best["state"])
     model.eval()
     result = TrainResult(
         model=model,
-        history=pd.DataFrame(history),
+        history=epochs,
         best_epoch=int(best["epoch"]),
         best_val_dice=float(best["dice"]) if best["dice"] != -math.inf else math.nan,
         stopped_by_budget=stopped,
@@ -429,6 +451,7 @@ def train_model(
         config=config,
         seconds=time.perf_counter() - start,
         speedups={"device": device, "channels_last": channels_last, "autocast": autocast},
+        timings=timings,
     )
     if bundle_path is not None:
         result.bundle_path = write_bundle(
