@@ -443,6 +443,7 @@ def _tiny_study(tmp_path: Path, *, single_only: bool = False, seeds: list | None
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end_then_resume(tmp_path):
+    import numpy as np
     import pandas as pd
 
     from msnb.study import run_study
@@ -472,7 +473,15 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     pd.testing.assert_frame_equal(
         again[["subject", "dice", "iou"]], first[["subject", "dice", "iou"]]
     )
-    assert (tmp_path / "out" / "tiny" / "statistics" / "metrics.json").exists()
+    # Table 2's cells: mean of the two seeds' cell means, with their seed-to-seed SD
+    cells = pd.read_csv(tmp_path / "out" / "tiny" / "statistics" / "train_test.csv")
+    cells = cells[cells.metric == "dice"].set_index(["train_datasets", "test_dataset"])
+    single = results[results.experiment.str.contains("single")]
+    per_seed = single.groupby(["train_datasets", "test_dataset", "seed"]).dice.mean()
+    by_cell = per_seed.groupby(["train_datasets", "test_dataset"])
+    assert (cells.n_seeds == 2).all() and len(cells) == 2
+    np.testing.assert_allclose(cells["mean"], by_cell.mean().loc[cells.index])
+    np.testing.assert_allclose(cells["sd_seeds"], by_cell.std(ddof=1).loc[cells.index])
     report = full["report"].read_text()
     assert "Figure 2" in report and "data:image/png;base64" in report
     assert f"train/{trains[0].model_id}.ipynb" in report
