@@ -102,6 +102,11 @@ class TrainConfig:
     slice_crop : {"brain", "none"}, default "brain"
         ``"brain"``: axial planes cropped to the brain's bounding box before the resize to
         S; ``"none"``: whole planes resized (the paper). See :func:`msnb.slices.compute_geometry`.
+    foreground_fraction : float, default 0.0
+        Share of each epoch's training slices drawn from slices with lesion (with
+        replacement when there are fewer), the rest uniformly from all training slices, then
+        shuffled: nnU-Net's foreground oversampling, for short runs on low lesion loads. 0
+        draws every slice uniformly (the paper).
     lr_step_epochs : int or None, default None
         Multiply the learning rate by ``lr_gamma`` every ``lr_step_epochs`` epochs
         (PyTorch's ``StepLR``; the authors' code: 20); None keeps it constant.
@@ -144,6 +149,7 @@ class TrainConfig:
     max_slices_per_epoch: int | None = None
     min_brain_fraction: float = 0.05
     slice_crop: str = "brain"
+    foreground_fraction: float = 0.0
     lr_step_epochs: int | None = None
     lr_gamma: float = 0.5
     selection_metric: str = "pooled_dice"
@@ -164,6 +170,10 @@ class TrainConfig:
         _one_of("slice_crop", self.slice_crop, SLICE_CROPS)
         _one_of("selection_metric", self.selection_metric, SELECTION_METRICS)
         _one_of("normalization_reference", self.normalization_reference, REFERENCES)
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ValueError(
+                f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}"
+            )
         if self.lr_step_epochs is not None and self.lr_step_epochs < 1:
             raise ValueError(
                 f"lr_step_epochs must be at least 1 or None, got {self.lr_step_epochs}"

@@ -282,6 +282,25 @@ def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float
     return loss_sum / max(seen, 1), seen, stopped
 
 
+def epoch_order(data: _Data, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """The training slices of one epoch, in order (store row indices).
+
+    A permutation of the training slices, cut to ``config.max_slices_per_epoch``; with
+    ``config.foreground_fraction`` > 0, that share of the epoch comes from slices with lesion
+    (with replacement only when there are fewer of them) and the rest uniformly from all
+    training slices.
+    """
+    n = min(config.max_slices_per_epoch or data.train_idx.size, data.train_idx.size)
+    if not config.foreground_fraction:
+        return rng.permutation(data.train_idx)[:n]
+    lesion = data.store.manifest["lesion_voxels"].to_numpy()[data.train_idx] > 0
+    foreground = data.train_idx[lesion]
+    k = round(config.foreground_fraction * n) if foreground.size else 0
+    drawn = rng.choice(foreground, size=k, replace=k > foreground.size) if k else foreground[:0]
+    rest = rng.permutation(data.train_idx)[: n - k]
+    return rng.permutation(np.concatenate([drawn, rest]))
+
+
 def _is_better(best: dict, val_dice: float, val_loss: float) -> bool:
     """Best validation Dice wins; on a tie, the lower (or equal) validation loss."""
     score = -math.inf if math.isnan(val_dice) else val_dice
@@ -297,9 +316,7 @@ def _fit(run: _Run, data: _Data, rng: np.random.Generator) -> tuple[list[dict], 
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        order = rng.permutation(data.train_idx)
-        if cfg.max_slices_per_epoch:
-            order = order[: cfg.max_slices_per_epoch]
+        order = epoch_order(data, cfg, rng)
         lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
         train_loss, seen, stopped = _train_epoch(run, data.store, order, epoch)
         if run.scheduler is not None:

@@ -30,12 +30,43 @@ def test_settings_are_validated():
         {"selection_metric": "iou"},
         {"normalization_reference": "atlas"},
         {"lr_step_epochs": 0},
+        {"foreground_fraction": 1.5},
         {"normalization_reference": "template"},  # without the template file
     ):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
     cfg = TrainConfig.from_parameters({"lr_step_epochs": 0, "template": "", "size": 64})
     assert cfg.lr_step_epochs is None and cfg.template is None and cfg.size == 64
+
+
+def _slices(lesion_voxels: list[int]):
+    """A stand-in for training data: store rows 0..n-1, lesion voxels per row, all training."""
+    import pandas as pd
+
+    store = type("Store", (), {"manifest": pd.DataFrame({"lesion_voxels": lesion_voxels})})()
+    idx = np.arange(len(lesion_voxels))
+    return train._Data(store, None, [], [], idx, idx[:0])
+
+
+def test_foreground_sampler_draws_its_share_from_lesion_slices():
+    lesion = [0] * 90 + [5] * 10  # rows 90..99 have lesion
+    data = _slices(lesion)
+    uniform = TrainConfig(max_slices_per_epoch=40)
+    # off (the paper): the permutation, cut, exactly as before the setting existed
+    got = train.epoch_order(data, uniform, np.random.default_rng(3))
+    assert np.array_equal(got, np.random.default_rng(3).permutation(100)[:40])
+    half = TrainConfig(max_slices_per_epoch=40, foreground_fraction=0.5)
+    orders = [train.epoch_order(data, half, np.random.default_rng(s)) for s in range(20)]
+    assert all(len(o) == 40 for o in orders)
+    # 20 of 40 drawn from the 10 lesion slices (with replacement), plus uniform draws
+    share = np.mean([np.mean(o >= 90) for o in orders])
+    assert 0.5 <= share <= 0.6, share
+    assert np.mean([np.mean(o[:20] >= 90) for o in orders]) < 0.9  # shuffled, not first
+    # enough lesion slices: drawn without replacement, each at most once among them
+    many = _slices([1] * 60 + [0] * 40)
+    quarter = TrainConfig(max_slices_per_epoch=80, foreground_fraction=0.25)
+    order = train.epoch_order(many, quarter, np.random.default_rng(0))
+    assert len(order) == 80 and np.sum(order < 60) >= 20
 
 
 @pytest.mark.slow

@@ -264,6 +264,7 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
         ({"training.seeds": [1, 1]}, r"training.seeds: a seed is repeated"),
         ({"training.seeds": [1, 2]}, r"training.seed: seeds starts at 1: leave seed out"),
         ({"training.replicates": 0}, r"training.replicates: expected at least 1, got 0"),
+        ({"training.foreground_fraction": 2}, r"training.foreground_fraction: expected a share"),
         (
             {"training.replicates": 2, "training.seeds": [0, 1]},
             r"training.replicates: give either seeds or replicates, not both",

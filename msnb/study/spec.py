@@ -59,6 +59,7 @@ TRAINING_KEYS = {
     "val_fraction": float,
     "pos_weight": float,
     "max_slices_per_epoch": (int, type(None)),
+    "foreground_fraction": float,
     "lr_step_epochs": (int, type(None)),
     "lr_gamma": float,
     "selection_metric": str,
@@ -82,6 +83,7 @@ TRAINING_CHOICES = {
 #: ``autocast`` is not one: every training job declares its precision (its default changed
 #: from the machine-dependent ``"auto"`` to float32, so older trainings run again).
 SET_ONLY_KEYS = (
+    "foreground_fraction",
     "lr_step_epochs",
     "lr_gamma",
     "selection_metric",
@@ -315,6 +317,9 @@ def _check_ranges(where: str, prefix: str, values: dict) -> None:
     gamma = values.get("lr_gamma", 0.5)
     if not 0 < gamma <= 1:
         _fail(where, f"{prefix}.lr_gamma", f"expected a factor in (0, 1], got {gamma}")
+    share = values.get("foreground_fraction", 0.0)
+    if not 0 <= share <= 1:
+        _fail(where, f"{prefix}.foreground_fraction", f"expected a share in [0, 1], got {share}")
     fraction = values.get("min_brain_fraction", 0.0)
     if not 0 <= fraction < 1:
         _fail(
