@@ -111,6 +111,10 @@ class TrainConfig:
         Multiply the learning rate by ``lr_gamma`` every ``lr_step_epochs`` epochs
         (PyTorch's ``StepLR``; the authors' code: 20); None keeps it constant.
     lr_gamma : float, default 0.5
+    lr_warmup_steps : int, default 0
+        Raise the learning rate linearly from ``lr / lr_warmup_steps`` to ``lr`` over the
+        first optimizer steps (Goyal et al. 2017), for short runs whose first Adam steps
+        would otherwise overshoot; 0: no warm-up (the paper).
     selection_metric : {"pooled_dice", "mean_slice_dice"}, default "pooled_dice"
         Validation score that picks the checkpoint: Dice pooled over all validation
         slices, or the mean of per-slice Dice (a slice with empty truth and prediction
@@ -152,6 +156,7 @@ class TrainConfig:
     foreground_fraction: float = 0.0
     lr_step_epochs: int | None = None
     lr_gamma: float = 0.5
+    lr_warmup_steps: int = 0
     selection_metric: str = "pooled_dice"
     normalization_reference: str = "training"
     template: str | None = None
@@ -170,6 +175,8 @@ class TrainConfig:
         _one_of("slice_crop", self.slice_crop, SLICE_CROPS)
         _one_of("selection_metric", self.selection_metric, SELECTION_METRICS)
         _one_of("normalization_reference", self.normalization_reference, REFERENCES)
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be at least 0, got {self.lr_warmup_steps}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ValueError(
                 f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}"

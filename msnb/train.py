@@ -250,6 +250,7 @@ class _Run:
     autocast: str
     deadline: float | None  # perf_counter() value past which training stops (time budget)
     scheduler: object = None  # torch.optim.lr_scheduler.StepLR, or None: constant lr
+    steps: int = 0  # optimizer steps taken (for the learning-rate warm-up)
 
 
 def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float, int, bool]:
@@ -264,7 +265,9 @@ def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float
         leave=False,
     )
     stopped = False
+    scheduled = run.optimizer.param_groups[0]["lr"]  # this epoch's rate, warm-up aside
     for b in bar:
+        _warm_up(run, scheduled)
         x, y = _load_batch(store, b, run.device, run.channels_last)
         with autocast_context(run.device, run.autocast):
             logits = run.model(x)
@@ -272,6 +275,7 @@ def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        run.steps += 1
         loss_sum += float(loss.detach()) * len(b)
         seen += len(b)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -279,7 +283,20 @@ def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float
             stopped = True
             break
     bar.close()
+    for group in run.optimizer.param_groups:  # the scheduler steps from the epoch's rate
+        group["lr"] = scheduled
     return loss_sum / max(seen, 1), seen, stopped
+
+
+def _warm_up(run: _Run, scheduled: float) -> None:
+    """Set the rate of the next step: ``scheduled`` scaled by the linear warm-up, if any."""
+    warmup = run.config.lr_warmup_steps
+    if run.steps < warmup:
+        for group in run.optimizer.param_groups:
+            group["lr"] = scheduled * (run.steps + 1) / warmup
+    elif warmup and run.steps == warmup:
+        for group in run.optimizer.param_groups:
+            group["lr"] = scheduled
 
 
 def epoch_order(data: _Data, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:

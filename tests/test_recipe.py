@@ -69,6 +69,23 @@ def test_foreground_sampler_draws_its_share_from_lesion_slices():
     assert len(order) == 80 and np.sum(order < 60) >= 20
 
 
+def test_lr_warms_up_linearly_then_holds():
+    def rates(warmup: int, n: int = 6) -> list[float]:
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        run = train._Run(None, opt, TrainConfig(lr_warmup_steps=warmup), "cpu", False, "none", None)
+        out = []
+        for _ in range(n):
+            train._warm_up(run, 1e-3)
+            out.append(opt.param_groups[0]["lr"])
+            run.steps += 1
+        return out
+
+    assert rates(4) == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert rates(0) == pytest.approx([1e-3] * 6)  # the paper: no warm-up
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        TrainConfig(lr_warmup_steps=-1)
+
+
 @pytest.mark.slow
 def test_lr_steps_down_by_gamma(mrms_root, tmp_path):
     scans = load_3dmrms(mrms_root)

@@ -62,6 +62,7 @@ TRAINING_KEYS = {
     "foreground_fraction": float,
     "lr_step_epochs": (int, type(None)),
     "lr_gamma": float,
+    "lr_warmup_steps": int,
     "selection_metric": str,
     "normalization_reference": str,
     "slice_crop": str,
@@ -86,6 +87,7 @@ SET_ONLY_KEYS = (
     "foreground_fraction",
     "lr_step_epochs",
     "lr_gamma",
+    "lr_warmup_steps",
     "selection_metric",
     "normalization_reference",
     "slice_crop",
@@ -314,6 +316,9 @@ def _check_ranges(where: str, prefix: str, values: dict) -> None:
     step = values.get("lr_step_epochs")
     if step is not None and step < 1:
         _fail(where, f"{prefix}.lr_step_epochs", f"expected at least 1 (or null), got {step}")
+    warmup = values.get("lr_warmup_steps", 0)
+    if warmup < 0:
+        _fail(where, f"{prefix}.lr_warmup_steps", f"expected at least 0, got {warmup}")
     gamma = values.get("lr_gamma", 0.5)
     if not 0 < gamma <= 1:
         _fail(where, f"{prefix}.lr_gamma", f"expected a factor in (0, 1], got {gamma}")
