@@ -54,10 +54,14 @@ def test_quick_study_expands_to_each_configuration_once(tmp_path):
     trains, evals = expand_study(study)
     ids = [t.model_id for t in trains]
     assert len(ids) == len(set(ids))
-    # 4 single + 4 combinations + labels (union shared with single ISBI: +rater1, +rater2)
-    # + 8 linear + 8 unet (of single and combinations) + 4 with the per-model reference
-    assert len(trains) == 4 + 4 + 2 + 8 + 8 + 4
-    assert len(evals) == 12 + 7 + 6 + 19 + 19 + 12
+    # 4 single x 3 seeds + 4 combinations + labels (union shared with single ISBI seed 0:
+    # +rater1, +rater2) + 8 linear + 8 unet (of single and combinations) + 4 with the
+    # per-model reference, all but the single models with one seed
+    assert len(trains) == 4 * 3 + 4 + 2 + 8 + 8 + 4
+    assert len(evals) == 12 * 3 + 7 + 6 + 19 + 19 + 12
+    seeds = [t.settings["seed"] for t in trains if "single" in t.experiments]
+    assert sorted(seeds) == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(t.settings["seed"] == 0 for t in trains if "single" not in t.experiments)
     isbi = next(t for t in trains if t.model_id == ISBI_SINGLE)
     assert set(isbi.experiments) == {"single", "labels"}
     assert "msseg2016_train+3dmrms__quantile__unetplusplus-resnet18__consensus" in ids
@@ -152,11 +156,15 @@ def test_paper_study_is_the_papers_grid(tmp_path):
 
 
 def test_replicates_are_their_own_jobs_and_the_first_seed_keeps_its_id(tmp_path):
+    quick = yaml.safe_load((parameters_dir() / "quick.yaml").read_text())["experiments"]
     path = write_study(
         tmp_path,
         **{
-            "training.seed": None,
+            "training.seeds": None,
             "training.replicates": 3,
+            "experiments.combinations": [  # the study's replicates
+                {k: v for k, v in c.items() if k != "seeds"} for c in quick["combinations"]
+            ],
             "experiments.labels.seeds": [0, 5],
             "experiments.ablations": [
                 {"name": "linear", "change": {"normalization": "linear"}, "seeds": [0]}
@@ -183,7 +191,9 @@ def test_replicates_are_their_own_jobs_and_the_first_seed_keeps_its_id(tmp_path)
     specs = {s.name: s for s in job_specs(study) if s.kind == "train"}
     assert specs[f"{ISBI_SINGLE}__seed2"].parameters["seed"] == 2
     # the one-seed study's models are the first seed's: adding replicates retrains nothing
-    plain, _ = expand_study(load_study(parameters_dir() / "quick.yaml", out_root=tmp_path))
+    (tmp_path / "one").mkdir()
+    one_seed = write_study(tmp_path / "one", **{"training.seeds": None})
+    plain, _ = expand_study(load_study(one_seed, out_root=tmp_path))
     main = {t.model_id for t in plain if not all(e.startswith("ablation:") for e in t.experiments)}
     assert len(main) == 10 and main <= set(seeds)
 
@@ -262,15 +272,21 @@ def test_model_id_gets_a_hash_only_when_hidden_settings_change():
         ({"training.seeds": []}, r"training.seeds: expected a non-empty list of integers"),
         ({"training.seeds": [0, "1"]}, r"training.seeds: expected a non-empty list of integers"),
         ({"training.seeds": [1, 1]}, r"training.seeds: a seed is repeated"),
-        ({"training.seeds": [1, 2]}, r"training.seed: seeds starts at 1: leave seed out"),
-        ({"training.replicates": 0}, r"training.replicates: expected at least 1, got 0"),
+        (
+            {"training.seed": 0, "training.seeds": [1, 2]},
+            r"training.seed: seeds starts at 1: leave seed out",
+        ),
+        (
+            {"training.seeds": None, "training.replicates": 0},
+            r"training.replicates: expected at least 1, got 0",
+        ),
         ({"training.foreground_fraction": 2}, r"training.foreground_fraction: expected a share"),
         (
             {"training.replicates": 2, "training.seeds": [0, 1]},
             r"training.replicates: give either seeds or replicates, not both",
         ),
         (
-            {"experiments.labels.replicates": "3"},
+            {"experiments.labels.seeds": None, "experiments.labels.replicates": "3"},
             r"experiments.labels.replicates: expected int",
         ),
         (
