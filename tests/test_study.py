@@ -335,18 +335,19 @@ def test_malformed_study_names_the_key(tmp_path, change, message):
 
 
 # The dry-run digests of tiny.yaml's jobs (out_root /tmp/digest_out, where nothing is written):
-# the evaluations' from before the recipe settings of issue 11 existed (a study that does not
-# use them keeps its jobs' parameters, so its finished jobs stay done); the trainings' since
-# every training declares its precision (autocast "none", issue 16: they ran in "auto" before).
+# a study that does not use the recipe settings added since (issue 11) keeps them, so its
+# finished jobs stay done. They changed once, in issue 16: every training declares its
+# precision (autocast "none"; they ran in "auto" before), and every evaluation's record covers
+# its model's training job.
 TINY_DIGESTS = {
     "msseg2016_train__quantile__unetplusplus-resnet18__consensus": "2e9e7cc9",
     "3dmrms__quantile__unetplusplus-resnet18__consensus": "707be818",
     "msseg2016_train__linear__unetplusplus-resnet18__consensus": "2e5f8c35",
     "3dmrms__linear__unetplusplus-resnet18__consensus": "71765cc3",
-    "msseg2016_train__quantile__unetplusplus-resnet18__consensus__3dmrms": "0995dd86",
-    "3dmrms__quantile__unetplusplus-resnet18__consensus__msseg2016_train": "2c7176df",
-    "msseg2016_train__linear__unetplusplus-resnet18__consensus__3dmrms": "989115d8",
-    "3dmrms__linear__unetplusplus-resnet18__consensus__msseg2016_train": "5eb5eeda",
+    "msseg2016_train__quantile__unetplusplus-resnet18__consensus__3dmrms": "85e9a15e",
+    "3dmrms__quantile__unetplusplus-resnet18__consensus__msseg2016_train": "6468df36",
+    "msseg2016_train__linear__unetplusplus-resnet18__consensus__3dmrms": "f6c772e7",
+    "3dmrms__linear__unetplusplus-resnet18__consensus__msseg2016_train": "0c066ea2",
 }
 
 
@@ -369,6 +370,22 @@ def _template_study(tmp_path: Path, msseg_root: Path, mrms_root: Path, subject: 
     path = tmp_path / "template.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def test_a_model_trained_again_is_evaluated_again(tmp_path):
+    """A setting outside the model id (epochs) retrains every model under the same id and
+    bundle path; its evaluations' parameters are the same, but their records cover the
+    training's digest, so they run again instead of keeping the old model's results."""
+    before = {s.name: s for s in job_specs(load_study(parameters_dir() / "tiny.yaml"))}
+    spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    spec["training"]["epochs"] = 2
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    after = {s.name: s for s in job_specs(load_study(path))}
+    assert before.keys() == after.keys()  # same ids, same bundle paths
+    evals = [n for n, s in before.items() if s.kind == "eval"]
+    assert len(evals) == 4 and all(after[n].parameters == before[n].parameters for n in evals)
+    assert all(after[n].digest != before[n].digest for n in before)
 
 
 def test_template_scan_and_n4_reach_the_training_jobs(tmp_path, msseg_root, mrms_root):

@@ -237,24 +237,30 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     if datasets is None:
         datasets = {n: _placeholder(spec) for n, spec in study.datasets.items()}
     out = study.out_dir
-    # (kind, notebook, name, parameters, training it depends on); kind is also the folder
-    grid = [
-        (
+    train_specs = [
+        notebook_job(
             "train",
-            TRAIN_NOTEBOOK,
             j.model_id,
+            TRAIN_NOTEBOOK,
+            out / "train" / j.model_id,
             train_job_parameters(j, datasets, out, templates=templates),
-            None,
         )
         for j in trains
     ]
-    grid += [
-        ("eval", EVAL_NOTEBOOK, j.name, eval_job_parameters(j, datasets, out), j.model_id)
+    # An evaluation's record covers its model's training job: a model trained again with
+    # other settings (same id, same bundle path) is evaluated again.
+    trained = {s.name: s.digest for s in train_specs}
+    return train_specs + [
+        notebook_job(
+            "eval",
+            j.name,
+            EVAL_NOTEBOOK,
+            out / "eval" / j.name,
+            eval_job_parameters(j, datasets, out),
+            depends_on=j.model_id,
+            inputs={"training": trained[j.model_id]},
+        )
         for j in evals
-    ]
-    return [
-        notebook_job(kind, name, notebook, out / kind / name, parameters, depends_on=training)
-        for kind, notebook, name, parameters, training in grid
     ]
 
 
