@@ -203,9 +203,16 @@ def predict_volume(
 
 
 def predict_scan(scan, bundle: Bundle | str | os.PathLike, **options) -> Prediction:
-    """Predict a dataset scan, read with its dataset's preprocessing (:func:`msnb.preprocess.load_flair`)."""
+    """Predict a dataset scan, read with its dataset's preprocessing (:func:`msnb.preprocess.load_flair`).
+
+    Its :attr:`Prediction.seconds` start with ``read``: the FLAIR and brain mask read.
+    """
+    t0 = time.perf_counter()
     flair, brain = load_flair(scan)
-    return predict_volume(flair, bundle, brain=brain, **options)
+    read = time.perf_counter() - t0
+    pred = predict_volume(flair, bundle, brain=brain, **options)
+    pred.seconds = {"read": read, **pred.seconds}
+    return pred
 
 
 @fill_doc
@@ -249,15 +256,13 @@ def evaluate_scans(
     rows, preds = [], {}
     for scan in tqdm(list(scans), desc="evaluating", disable=not progress):
         t0 = time.perf_counter()
-        flair, brain = load_flair(scan)
-        t_read = time.perf_counter()
-        pred = predict_volume(flair, bundle, brain=brain, **options)
+        pred = predict_scan(scan, bundle, **options)
         t_pred = time.perf_counter()
         truth = load_label(scan, label, reference=pred.volume).data
         m = compute_metrics(
             truth, pred.mask_canonical, voxel_volume_mm3=pred.volume.voxel_volume_ml * 1000.0
         )
-        stages = {"read": t_read - t0, **pred.seconds, "score": time.perf_counter() - t_pred}
+        stages = {**pred.seconds, "score": time.perf_counter() - t_pred}
         rows.append(
             {
                 **ident,

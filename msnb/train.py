@@ -291,12 +291,9 @@ def _train_epoch(run: _Run, store, order: np.ndarray, epoch: int) -> tuple[float
 def _warm_up(run: _Run, scheduled: float) -> None:
     """Set the rate of the next step: ``scheduled`` scaled by the linear warm-up, if any."""
     warmup = run.config.lr_warmup_steps
-    if run.steps < warmup:
+    if run.steps < warmup:  # its last step is at ``scheduled``, where the rate then stays
         for group in run.optimizer.param_groups:
             group["lr"] = scheduled * (run.steps + 1) / warmup
-    elif warmup and run.steps == warmup:
-        for group in run.optimizer.param_groups:
-            group["lr"] = scheduled
 
 
 def epoch_order(data: _Data, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
