@@ -70,11 +70,11 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
             continue
         rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
         if rows is not None:
-            bundle = Path(spec.parameters["bundle"])
-            centers = train_centers(bundle, datasets or {}, cache=cache)
+            info = _bundle_info(Path(spec.parameters["bundle"]))
+            centers = train_centers(info, datasets or {}, cache=cache)
             experiments = ";".join(spec.parameters["experiments"])
             frames.append(
-                rows.assign(experiment=experiments, train_centers=centers, **replicate(bundle))
+                rows.assign(experiment=experiments, train_centers=centers, **replicate(info))
             )
     if not frames:
         return None
@@ -93,30 +93,30 @@ def _bundle_info(bundle_dir: Path) -> dict:
         return {}
 
 
-def replicate(bundle_dir: Path) -> dict:
-    """``{"seed", "precision"}`` of a bundle: its training seed and the precision it was
-    trained in (``"none"``: float32), as :func:`gather_results` adds them to its rows."""
-    info = _bundle_info(bundle_dir)
+def replicate(info: dict) -> dict:
+    """``{"seed", "precision"}`` of a bundle (its ``bundle.json`` content): its training seed
+    and the precision it was trained in (``"none"``: float32), as :func:`gather_results` adds
+    them to its rows."""
     return {
         "seed": int((info.get("config") or {}).get("seed", 0)),
         "precision": precision_of(info),
     }
 
 
-def train_centers(bundle_dir: Path, datasets: dict[str, dict], *, cache: dict | None = None) -> str:
+def train_centers(info: dict, datasets: dict[str, dict], *, cache: dict | None = None) -> str:
     """Centers of the scans a bundle was trained on, joined with ``+`` ("" when unknown).
 
     Parameters
     ----------
-    bundle_dir : Path
-        A model bundle (its ``bundle.json`` lists ``train_datasets`` and ``train_scans``).
+    info : dict
+        A model bundle's ``bundle.json`` content (it lists ``train_datasets`` and
+        ``train_scans``; ``{}`` for a bundle that could not be read).
     datasets : dict
         Resolved datasets ``{name: {"adapter", "root", "options"}}``.
     cache : dict, optional
         ``{dataset: {scan_id: center}}``, filled as datasets are read.
     """
     cache = {} if cache is None else cache
-    info = _bundle_info(bundle_dir)
     centers = set()
     for name in info.get("train_datasets", []):
         if name not in datasets or datasets[name].get("adapter") in (None, "?"):
