@@ -264,13 +264,12 @@ def _stability(per_seed: np.ndarray, effect: float, threshold: float = 0.0) -> d
 
 
 def _seed_ci(effect: float, per_seed: np.ndarray) -> dict:
-    """``effect`` +- t(0.975, n - 1) * SD(per-seed effects) / sqrt(n) (NaN with < 2 seeds)."""
-    from scipy import stats as sps
-
-    v = per_seed[np.isfinite(per_seed)]
-    if v.size < 2 or not np.isfinite(effect):
+    """``effect`` +- t(0.975, n - 1) * SD(per-seed effects) / sqrt(n) (NaN with < 2 seeds):
+    the half-width of the t interval of the per-seed effects (:func:`compute_mean_ci`)."""
+    _, low, high = compute_mean_ci(per_seed)
+    if not (np.isfinite(low) and np.isfinite(effect)):
         return {}
-    half = float(sps.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    half = (high - low) / 2
     return {"effect_ci_low": effect - half, "effect_ci_high": effect + half}
 
 

@@ -182,7 +182,7 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
         **TRAINING_DEFAULTS,
         **_parse_training(where, "training", _without_replicates(given), datasets),
     }
-    seeds = _parse_seeds(where, "training", given, training["seed"])
+    seeds = _parse_seeds(where, "training", given, training["seed"]) or [training["seed"]]
     training["seed"] = seeds[0]
     _check_reference(where, "training", training)
     _check_experiments(where, raw.get("experiments"), datasets)
@@ -208,11 +208,11 @@ def _without_replicates(values):
     return {k: v for k, v in values.items() if k not in REPLICATE_KEYS}
 
 
-def _parse_seeds(where: str, prefix: str, values, first: int) -> list[int] | None:
-    """The replicate seeds ``values`` asks for (:data:`REPLICATE_KEYS`); ``[first]`` if none.
+def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | None:
+    """The replicate seeds ``values`` asks for (:data:`REPLICATE_KEYS`); None if it asks none.
 
-    ``prefix`` is the key of ``values`` in the file; an experiment passes ``first`` None and
-    gets None when it sets no replicates of its own.
+    ``prefix`` is the key of ``values`` in the file; ``replicates: n`` gives the seeds
+    ``start`` to ``start + n - 1``.
 
     Raises
     ------
@@ -220,7 +220,7 @@ def _parse_seeds(where: str, prefix: str, values, first: int) -> list[int] | Non
         Both keys given, a non-integer or repeated seed, or fewer than one replicate.
     """
     if not isinstance(values, dict) or not any(k in values for k in REPLICATE_KEYS):
-        return None if first is None else [int(first)]
+        return None
     if all(k in values for k in REPLICATE_KEYS):
         _fail(where, f"{prefix}.replicates", "give either seeds or replicates, not both")
     if "replicates" in values:
@@ -228,7 +228,6 @@ def _parse_seeds(where: str, prefix: str, values, first: int) -> list[int] | Non
         _check_type(where, f"{prefix}.replicates", n, int)
         if n < 1:
             _fail(where, f"{prefix}.replicates", f"expected at least 1, got {n}")
-        start = values.get("seed", TRAINING_DEFAULTS["seed"] if first is None else first)
         return [int(start) + i for i in range(n)]
     seeds = values["seeds"]
     if (
@@ -266,8 +265,7 @@ def _own_seeds(where: str, key: str, item, seed: int):
     """An experiment item with its :data:`REPLICATE_KEYS` parsed into ``seeds``."""
     if not isinstance(item, dict) or not any(k in item for k in REPLICATE_KEYS):
         return item
-    seeds = _parse_seeds(where, key, {**item, "seed": seed} if "replicates" in item else item, None)
-    return {**_without_replicates(item), "seeds": seeds}
+    return {**_without_replicates(item), "seeds": _parse_seeds(where, key, item, seed)}
 
 
 def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
