@@ -8,7 +8,10 @@ validation Dice is kept; threshold 0.5.
 
 This module is the one home of the training defaults: :mod:`msnb.train` runs them, study
 files (:mod:`msnb.study`) override them, and the statistics (:mod:`msnb.stats`) call a
-result "default" when it used them. It imports no deep-learning library.
+result "default" when it used them. It is also the one home of the values each setting
+accepts (:data:`CHOICES`, :data:`RANGES`, :func:`setting_problem`): :class:`TrainConfig`
+refuses the others, and so does a study file when it is loaded. It imports no
+deep-learning library.
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from msnb.datasets import LABELS
 from msnb.device import AUTOCAST_MODES
+from msnb.normalize import NORMALIZATIONS
 
 __all__ = [
     "ARCHITECTURES",
+    "CHOICES",
+    "DEVICES",
+    "RANGES",
     "REFERENCES",
     "SELECTION_METRICS",
     "SLICE_CROPS",
+    "Range",
     "TrainConfig",
     "canonical_architecture",
     "model_id_for",
     "precision_of",
+    "setting_problem",
 ]
 
 SLICE_CROPS = ("brain", "none")  # msnb.slices.compute_geometry
@@ -37,11 +47,120 @@ SELECTION_METRICS = ("pooled_dice", "mean_slice_dice")
 REFERENCES = ("training", "template")
 ARCHITECTURES = {"unetplusplus": "UnetPlusPlus", "unet": "Unet"}
 _ALIASES = {"unet++": "unetplusplus", "unetpp": "unetplusplus", "unetplusplus": "unetplusplus"}
+#: Devices a training may name (:func:`msnb.device.pick_device`), and ``cuda:<index>``.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: The settings of :class:`TrainConfig` that take one of a few values. ``architecture`` also
+#: takes its aliases (:func:`canonical_architecture`); ``label`` and ``device`` also take the
+#: forms of :data:`_PATTERNS` (``rater<k>``, ``cuda:<index>``).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "architecture": tuple(ARCHITECTURES),
+    "normalization": NORMALIZATIONS,
+    "label": LABELS,
+    "device": DEVICES,
+    "autocast": AUTOCAST_MODES,
+    "slice_crop": SLICE_CROPS,
+    "selection_metric": SELECTION_METRICS,
+    "normalization_reference": REFERENCES,
+}
+_PATTERNS = {"label": ("rater<k>", r"rater[1-9][0-9]*"), "device": ("cuda:<index>", r"cuda:[0-9]+")}
+#: smp encoder names (``resnet18``, ``efficientnet-b0``, ``tu-convnext_tiny``): the model id
+#: shows them as they are, so two encoders never share an id.
+_ENCODER = r"[a-z0-9][a-z0-9_.-]*"
 
 
-def _one_of(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: ``low``..``high`` (None: unbounded).
+
+    ``open_low`` / ``open_high`` exclude the bound; ``multiple_of`` asks for multiples;
+    ``what`` names the quantity in messages (``"a share in [0, 1]"``), ``why`` explains it.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    multiple_of: int = 0
+    what: str = "a value"
+    why: str = ""
+
+    def __contains__(self, value) -> bool:
+        low, high = self.low, self.high
+        if self.multiple_of and value % self.multiple_of:
+            return False
+        if low is not None and (value <= low if self.open_low else value < low):
+            return False
+        return high is None or (value < high if self.open_high else value <= high)
+
+    def __str__(self) -> str:
+        why = f" ({self.why})" if self.why else ""
+        if self.multiple_of:
+            return f"a positive multiple of {self.multiple_of}{why}"
+        if self.high is None:
+            bound = f"more than {self.low}" if self.open_low else f"at least {self.low}"
+            return bound + why
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"{self.what} in {left}{self.low}, {self.high}{right}{why}"
+
+
+#: The numeric settings of :class:`TrainConfig` and the values each accepts (a None value,
+#: where the field allows it, is always accepted). ``size`` is a multiple of 32: the
+#: encoders have depth 5 and UNet++/UNet's decoder halves and doubles the slice 5 times.
+RANGES: dict[str, Range] = {
+    "size": Range(32, multiple_of=32, why="UNet++ and UNet halve the slice 5 times"),
+    "epochs": Range(1),
+    "batch_size": Range(1),
+    "lr": Range(0, open_low=True),
+    "weight_decay": Range(0),
+    "pos_weight": Range(0, 1, open_low=True, open_high=True, what="a weight"),
+    "threshold": Range(0, 1, open_low=True, open_high=True, what="a probability"),
+    "n_quantiles": Range(2),
+    "val_fraction": Range(0, 1, open_low=True, open_high=True, what="a fraction"),
+    "seed": Range(0, 2**32 - 1, what="a seed", why="numpy's seeds"),
+    "num_threads": Range(1),
+    "time_budget_s": Range(0),
+    "max_slices_per_epoch": Range(1),
+    "min_brain_fraction": Range(0, 1, open_high=True, what="a fraction"),
+    "foreground_fraction": Range(0, 1, what="a share"),
+    "lr_step_epochs": Range(1),
+    "lr_gamma": Range(0, 1, open_low=True, what="a factor"),
+    "lr_warmup_steps": Range(0),
+}
+
+
+def setting_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for the :class:`TrainConfig` setting ``name``, or None.
+
+    Checks the choices of :data:`CHOICES` (and their patterns), the ranges of :data:`RANGES`
+    and the encoder name's form; not the types (a study checks them from the annotations).
+    A setting with no rule, and None, have nothing wrong.
+
+    Returns
+    -------
+    str or None
+        ``"expected ..., got ..."``.
+    """
+    if value is None:
+        return None
+    if name == "architecture":
+        try:
+            canonical_architecture(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if name == "encoder":
+        if re.fullmatch(_ENCODER, value):
+            return None
+        return f"expected an smp encoder name (lower-case letters, digits, _ . -), got {value!r}"
+    if name in CHOICES:
+        shown, pattern = _PATTERNS.get(name, (None, None))
+        if value in CHOICES[name] or (pattern and re.fullmatch(pattern, value)):
+            return None
+        allowed = ", ".join([*CHOICES[name], *([shown] if shown else [])])
+        return f"expected one of {allowed}, got {value!r}"
+    if name in RANGES and value not in RANGES[name]:
+        return f"expected {RANGES[name]}, got {value!r}"
+    return None
 
 
 def canonical_architecture(name: str) -> str:
@@ -65,7 +184,8 @@ class TrainConfig:
     encoder_weights : str or None, default None
         None, ``"imagenet"`` (local cache) or a weights file (see :func:`msnb.models.build_model`).
     size : int, default 224
-        Side S of the slices (a multiple of 32).
+        Side S of the slices (a positive multiple of 32). See :data:`RANGES` and
+        :data:`CHOICES` for the values every setting accepts.
     epochs : int, default 50
     batch_size : int, default 16
     lr, weight_decay : float, default 1e-3, 1e-6
@@ -166,25 +286,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.architecture = canonical_architecture(self.architecture)
         self.betas = tuple(float(b) for b in self.betas)
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (encoder depth 5), got {self.size}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
-        if self.autocast not in AUTOCAST_MODES:
-            raise ValueError(f"autocast must be auto, bf16, fp16 or none, got {self.autocast!r}")
-        _one_of("slice_crop", self.slice_crop, SLICE_CROPS)
-        _one_of("selection_metric", self.selection_metric, SELECTION_METRICS)
-        _one_of("normalization_reference", self.normalization_reference, REFERENCES)
-        if self.lr_warmup_steps < 0:
-            raise ValueError(f"lr_warmup_steps must be at least 0, got {self.lr_warmup_steps}")
-        if not 0 <= self.foreground_fraction <= 1:
-            raise ValueError(
-                f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}"
-            )
-        if self.lr_step_epochs is not None and self.lr_step_epochs < 1:
-            raise ValueError(
-                f"lr_step_epochs must be at least 1 or None, got {self.lr_step_epochs}"
-            )
+        for f in fields(self):
+            # a label may also name a folder dataset's own mask (msnb.datasets.load_folder)
+            problem = None if f.name == "label" else setting_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"{f.name}: {problem}")
         if self.normalization_reference == "template" and not self.template:
             raise ValueError("normalization_reference 'template' needs the template FLAIR file")
 

@@ -2,7 +2,8 @@
 
 Each dataset folder is written under a temporary name and renamed when complete, and
 ``phantom.json`` is written last, so an interrupted run leaves nothing that looks like a
-phantom (docs/phantom.md sections 6-8).
+phantom (docs/phantom.md sections 6-8); the next run removes the temporaries of a killed
+one. Worker processes end with the process that started them, even when it is killed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import platform
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -19,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from msnb import __version__
-from msnb.files import atomic_path, write_json
+from msnb.files import FolderError, atomic_path, clean_stale_temporaries, write_json
 from msnb.nifti import save_nifti
 from msnb.phantom.anatomy import load_template
 from msnb.phantom.config import PRESETS, PhantomConfig, make_config
@@ -28,7 +33,7 @@ from msnb.phantom.lesions import compute_lesion_stats
 from msnb.phantom.scanner import measure_contrast, render_contrast
 from msnb.phantom.simulate import simulate_scan
 
-__all__ = ["generate_phantom", "register_cli", "run_task"]
+__all__ = ["generate_phantom", "library_versions", "register_cli", "run_task"]
 
 
 def _write_scan(res: dict, task: ScanTask, root: Path) -> None:
@@ -74,12 +79,43 @@ def run_task(cfg: PhantomConfig, seed: int, task: ScanTask, roots: dict[str, str
     }  # fmt: skip
 
 
+#: ``prctl`` option: the signal a process gets when its parent ends (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when ``parent`` ends, however it ends.
+
+    On Linux the kernel sends the worker SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere
+    a thread polls the parent's pid each second. Without this, the workers of a killed
+    generation wait for tasks forever (each holding a few hundred MB).
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent ended before the worker got here
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _run_in_pool(cfg, seed, tasks, roots, workers: int, bar) -> list[dict]:
     ctx = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     )
     results = []
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = [pool.submit(run_task, cfg, seed, t, roots) for t in tasks]
         try:
             for fut in as_completed(futures):
@@ -109,11 +145,21 @@ def _run_tasks(
     return sorted(results, key=lambda r: order[(r["dataset"], r["subject"], r["timepoint"])])
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of what a phantom's bytes depend on: numpy and scipy (simulation), nibabel
+    (NIfTI files), nilearn (the MNI152 templates), Python and msnb."""
+    from importlib.metadata import version
+
+    found = {name: version(name) for name in ("numpy", "scipy", "nibabel", "nilearn")}
+    return {**found, "python": platform.python_version(), "msnb": __version__}
+
+
 def _metadata(cfg: PhantomConfig, seed: int, results: list[dict]) -> dict:
     """The content of ``phantom.json`` (docs/phantom.md section 8)."""
     tpl = load_template(cfg.voxel_mm, cfg.anatomy)
     return {
         "msnb_version": __version__,
+        "versions": library_versions(),
         "preset": cfg.preset,
         "seed": int(seed),
         "parameters": cfg,
@@ -154,10 +200,15 @@ def generate_phantom(
     -------
     Path
         ``out_dir``.
+
+    Raises
+    ------
+    msnb.files.FolderError
+        ``out_dir`` is a file, cannot be created or is not writable; checked (and the
+        temporaries of killed generations there removed) before any scan is simulated.
     """
     cfg = config or make_config(preset)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(out_dir)
     tasks = scan_tasks(cfg, seed)
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     load_template(cfg.voxel_mm, cfg.anatomy)  # load once before forking
@@ -175,6 +226,27 @@ def generate_phantom(
         "seconds": elapsed, "scans": len(results), "workers": workers,
         "scan_seconds": [r["seconds"] for r in results],
     })  # fmt: skip
+    return out
+
+
+def _output_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir``, created if needed, without the temporaries of killed generations.
+
+    Raises
+    ------
+    msnb.files.FolderError
+        ``out_dir`` is a file, cannot be created or is not writable (the message names it).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FolderError(f"{out}: not a folder (the phantom is written into a folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FolderError(f"{out}: cannot create the phantom folder: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FolderError(f"{out}: the phantom folder is not writable")
+    clean_stale_temporaries(out)
     return out
 
 

@@ -15,7 +15,11 @@ def register_cli(sub) -> None:
     p.add_argument("file", help="study YAML file, e.g. parameters/quick.yaml")
     p.add_argument("--jobs", type=int, default=1, help="jobs at once on a Dask LocalCluster")
     p.add_argument("--scheduler", help="address of a Dask distributed scheduler")
-    p.add_argument("--dry-run", action="store_true", help="print the jobs and the estimated work")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each job's state (done, stale, todo) and the work left; run nothing",
+    )
     p.set_defaults(func=_cli_study)
 
 
@@ -23,8 +27,13 @@ def _cli_study(args: argparse.Namespace) -> int:
     out = run_study(args.file, jobs=args.jobs, scheduler=args.scheduler, dry_run=args.dry_run)
     if args.dry_run:
         return 0
-    n = len(out["jobs"])
-    print(f"{n} jobs run, {out['skipped']} already done, {len(out['failed'])} failed")
+    ran = sum(r["status"] != "skipped" for r in out["jobs"])
+    failed = sum(r["status"] != "skipped" for r in out["failed"])
+    line = f"{ran} jobs run, {out['skipped']} already done, {failed} failed"
+    not_run = len(out["failed"]) - failed
+    if not_run:
+        line += f", {not_run} skipped (their training failed)"
+    print(line)
     if out["results_csv"]:
         print(f"results: {out['results_csv']}")
     if out.get("report"):

@@ -2,8 +2,20 @@
 
 A job is a :class:`JobSpec`: a source notebook, the parameters papermill passes it, where
 the executed notebook goes, and its record ``<name>.job.json``, written only when the
-notebook succeeded. The record holds the digest of the parameters (and of the inputs the
-job reads), so a rerun skips a job whose record matches (:meth:`JobSpec.is_done`).
+notebook succeeded. The record holds the digest of the job's identity
+(:attr:`JobSpec.identity`): everything that determines its output, so a rerun skips a job
+whose record matches (:meth:`JobSpec.is_done`) and runs again one whose notebook, msnb
+version, parameters or inputs changed:
+
+- the parameters, with the study's folder and the data roots replaced by placeholders
+  (``{out}/train``, ``{data:3dmrms}/patient01/...``), so a copied or moved outputs folder
+  (and data) keeps its records while papermill still gets the real paths;
+- the source notebook's code cells (:func:`notebook_digest`; not its outputs, metadata or
+  prose);
+- the msnb version (``msnb.__version__``);
+- the inputs: the identity of the datasets a job reads (:func:`dataset_identity`), the
+  training of an evaluation's model, the digest of ``results.csv`` for the analyses.
+
 Every job's outcome is a :func:`job_result`.
 """
 
@@ -13,9 +25,13 @@ import hashlib
 import json
 import os
 import time
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msnb
+from msnb.datasets import Scan, load_scans
 from msnb.files import write_json
 from msnb.paths import notebooks_dir
 from msnb.sources import find_scan
@@ -29,12 +45,16 @@ __all__ = [
     "STATS_NOTEBOOK",
     "TRAIN_NOTEBOOK",
     "JobSpec",
+    "dataset_identity",
     "eval_job_parameters",
     "file_digest",
     "job_result",
+    "job_roots",
     "job_specs",
+    "notebook_digest",
     "notebook_job",
     "read_job_record",
+    "relative_parameters",
     "run_job",
     "template_parameters",
     "train_job_parameters",
@@ -55,27 +75,172 @@ class JobSpec:
     name: str
     notebook: Path
     output: Path  # executed notebook
-    record: Path  # job.json written after success (parameters digest)
+    record: Path  # job.json written after success (identity digest)
     parameters: dict
     depends_on: str | None = None
-    # What the job reads besides its parameters (e.g. the digest of results.csv): part of
-    # the record's digest, so a changed input reruns the job, but not passed to papermill.
+    # What the job reads besides its parameters (e.g. the digest of results.csv, a
+    # dataset's identity): part of its identity, so a changed input reruns the job, but not
+    # passed to papermill.
     inputs: dict = field(default_factory=dict)
+    # {placeholder: folder}: in the identity, parameters under a folder are written relative
+    # to it (``{out}/train``), so copying the outputs and the data keeps the records.
+    roots: dict = field(default_factory=dict)
+    # {record path: digest} of the jobs this one reads (an evaluation: its training): it is
+    # done only while they are done with these digests (a model trained again is evaluated
+    # again, even under the same identity).
+    needs: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> dict:
+        """What determines the job's output: parameters (relative to :attr:`roots`), inputs,
+        the notebook's code (:func:`notebook_digest`) and the msnb version."""
+        return {
+            "parameters": relative_parameters(self.parameters, self.roots),
+            "inputs": self.inputs,
+            "notebook": notebook_digest(self.notebook),
+            "msnb": msnb.__version__,
+        }
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the parameters (with the inputs, when there are any)."""
-        blob = (
-            {"parameters": self.parameters, "inputs": self.inputs}
-            if self.inputs
-            else self.parameters
-        )
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+        """SHA-256 of the :attr:`identity` (the record holds it)."""
+        return _sha256(self.identity)
 
     def is_done(self) -> bool:
-        """Whether the record says this job succeeded with these parameters and inputs."""
-        rec = read_job_record(self.record)
-        return rec.get("digest") == self.digest and rec.get("status") == "ok"
+        """Whether the record says this job succeeded with this identity (and the jobs it
+        :attr:`needs` are done with theirs)."""
+        return _record_matches(self.record, self.digest) and all(
+            _record_matches(path, digest) for path, digest in self.needs.items()
+        )
+
+
+def _sha256(blob) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _record_matches(path: str | os.PathLike, digest: str) -> bool:
+    rec = read_job_record(path)
+    return rec.get("digest") == digest and rec.get("status") == "ok"
+
+
+def relative_parameters(value, roots: Mapping[str, str | os.PathLike]):
+    """``value`` with every path string under a folder of ``roots`` written relative to it.
+
+    Parameters
+    ----------
+    value : dict, list or scalar
+        Papermill parameters (nested dicts and lists of strings, numbers ...).
+    roots : mapping of str to path
+        ``{placeholder: folder}``; ``"/data/msseg/Training/x.nii.gz"`` under
+        ``{"data:msseg2016_train": "/data/msseg"}`` becomes
+        ``"{data:msseg2016_train}/Training/x.nii.gz"`` (``~`` expanded on both sides). The
+        longest folder wins.
+
+    Returns
+    -------
+    The same structure, paths replaced (a copy).
+    """
+    folders = sorted(
+        ((str(Path(p).expanduser()), name) for name, p in roots.items()),
+        key=lambda f: (-len(f[0]), f[1]),
+    )
+    return _relative(value, folders)
+
+
+def _relative(value, folders: list[tuple[str, str]]):
+    if isinstance(value, Mapping):
+        return {k: _relative(v, folders) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_relative(v, folders) for v in value]
+    if not isinstance(value, str):
+        return value
+    path = os.path.expanduser(value)  # a dataset root may be given as ~/...
+    for folder, name in folders:
+        if path == folder or path.startswith(folder + os.sep):
+            return "{" + name + "}" + path[len(folder) :].replace(os.sep, "/")
+    return value
+
+
+def notebook_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a notebook's code: each code cell's source and tags, in order.
+
+    Outputs, execution counts, metadata and markdown cells are left out: executing or
+    opening a notebook, or rewording its prose, does not rerun its jobs. ``""`` for a
+    missing notebook (its jobs are never done; running them reports it); the file's bytes
+    for one that is not a notebook.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
+        return ""
+    try:
+        cells = json.loads(raw)["cells"]
+        code = [
+            {
+                "source": "".join(c.get("source") or ""),
+                "tags": sorted((c.get("metadata") or {}).get("tags") or []),
+            }
+            for c in cells
+            if c.get("cell_type") == "code"
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return hashlib.sha256(raw).hexdigest()
+    return _sha256(code)
+
+
+def dataset_identity(spec: Mapping) -> str:
+    """A resolved dataset's identity: changes when the files its adapter reads change.
+
+    A generated phantom (a ``phantom.json`` in the dataset's folder or the one above) is
+    the SHA-256 of its ``phantom.json``, which describes every scan, and the folder's name
+    in it. Any other folder is a fingerprint of the files the adapter reads (each scan's
+    FLAIR, masks and brain mask): their paths relative to the root, sizes and modification
+    times (ns), read without opening a volume but where the adapter must (MSSEG's empty
+    consensus check). Copy data with its file times (``cp -a``, ``rsync -a``) to keep the
+    records; a touched file counts as changed.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``{"adapter", "root", "options"}`` (:func:`msnb.sources.resolve_dataset`).
+
+    Returns
+    -------
+    str
+        A SHA-256; ``"?"`` for a dry run's placeholder; ``"unreadable: <error>"`` when the
+        adapter cannot read the folder (the jobs reading it fail and say why).
+    """
+    if spec.get("adapter") in (None, "?"):
+        return "?"
+    root = Path(spec["root"]).expanduser()
+    options = dict(spec.get("options") or {})
+    blob: dict = {"adapter": spec["adapter"], "options": options}
+    phantom = next((p for p in (root, root.parent) if (p / "phantom.json").is_file()), None)
+    if phantom is not None:
+        blob["phantom"] = file_digest(phantom / "phantom.json")
+        blob["folder"] = root.relative_to(phantom).as_posix()
+        return _sha256(blob)
+    try:
+        with warnings.catch_warnings():  # the jobs reading the dataset repeat them
+            warnings.simplefilter("ignore")
+            scans = load_scans(spec["adapter"], root, **options)
+        blob["scans"] = [_scan_files(scan, root) for scan in scans]
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    return _sha256(blob)
+
+
+def _scan_files(scan: Scan, root: Path) -> dict:
+    """A scan's id, center and ``[relative path, size, mtime_ns]`` of each of its files."""
+    files = {"flair": scan.flair, **scan.masks}
+    if scan.brain_mask is not None:
+        files["brain_mask"] = scan.brain_mask
+    stamps = {}
+    for role, path in files.items():
+        stat = Path(path).stat()
+        rel = Path(os.path.relpath(path, root)).as_posix()
+        stamps[role] = [rel, stat.st_size, stat.st_mtime_ns]
+    return {"scan": scan.scan_id, "center": scan.center, "files": stamps}
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -84,20 +249,29 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def read_job_record(path: str | os.PathLike) -> dict:
-    """A job's ``*.job.json`` record; ``{}`` when it is missing or unreadable."""
+    """A job's ``*.job.json`` record; ``{}`` when it is missing, unreadable or not a record
+    (its job then runs again)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def write_job_record(spec: JobSpec, *, seconds: float) -> Path:
-    """Write the record of a successful job (atomically): digest, status, time, parameters."""
+    """Write the record of a successful job (atomically).
+
+    ``digest`` (of :attr:`JobSpec.identity`), ``status``, ``seconds``, the ``parameters``
+    papermill got, and the rest of the identity (``notebook``, ``msnb``, ``inputs``) to
+    tell why a job runs again.
+    """
+    identity = spec.identity
     record = {
-        "digest": spec.digest,
+        "digest": _sha256(identity),
         "status": "ok",
         "seconds": seconds,
         "parameters": spec.parameters,
+        "identity": {k: v for k, v in identity.items() if k != "parameters"},
     }
     return write_json(spec.record, record)
 
@@ -219,13 +393,17 @@ def eval_job_parameters(job: EvalJob, datasets: dict[str, dict], out_dir: Path) 
 def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[JobSpec]:
     """The papermill runs of a study's grid: training first, then evaluations.
 
+    A training's inputs are the identities (:func:`dataset_identity`) of the datasets it
+    reads (its training datasets and its template scan's); an evaluation's are its test
+    dataset's and its model's training digest, and it is done only while that training is.
+
     Parameters
     ----------
     study : Study
     datasets : dict, optional
         Resolved datasets (:func:`msnb.sources.resolve_datasets`); without them the
         parameters hold ``"?"`` for each dataset's adapter and root and for the template
-        scan's files (a dry run).
+        scan's files, and ``"?"`` stands for each dataset's identity (a dry run).
 
     Raises
     ------
@@ -236,20 +414,25 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     templates = _templates(study, trains, datasets)
     if datasets is None:
         datasets = {n: _placeholder(spec) for n, spec in study.datasets.items()}
+    identities = {n: dataset_identity(spec) for n, spec in datasets.items()}
     out = study.out_dir
-    train_specs = [
-        notebook_job(
-            "train",
-            j.model_id,
-            TRAIN_NOTEBOOK,
-            out / "train" / j.model_id,
-            train_job_parameters(j, datasets, out, templates=templates),
+    train_specs = []
+    for j in trains:
+        reads = _train_reads(j)
+        train_specs.append(
+            notebook_job(
+                "train",
+                j.model_id,
+                TRAIN_NOTEBOOK,
+                out / "train" / j.model_id,
+                train_job_parameters(j, datasets, out, templates=templates),
+                inputs={"data": {d: identities[d] for d in reads}},
+                roots=job_roots(study, datasets, reads),
+            )
         )
-        for j in trains
-    ]
     # An evaluation's record covers its model's training job: a model trained again with
     # other settings (same id, same bundle path) is evaluated again.
-    trained = {s.name: s.digest for s in train_specs}
+    trained = {s.name: (str(s.record), s.digest) for s in train_specs}
     return train_specs + [
         notebook_job(
             "eval",
@@ -258,10 +441,41 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
             out / "eval" / j.name,
             eval_job_parameters(j, datasets, out),
             depends_on=j.model_id,
-            inputs={"training": trained[j.model_id]},
+            inputs={
+                "training": trained[j.model_id][1],
+                "data": {j.test_dataset: identities[j.test_dataset]},
+            },
+            roots=job_roots(study, datasets, [j.test_dataset]),
+            needs=dict([trained[j.model_id]]),
         )
         for j in evals
     ]
+
+
+def _train_reads(job: TrainJob) -> list[str]:
+    """The datasets a training reads: its own, and its template scan's."""
+    reads = list(job.train_datasets)
+    if job.settings["normalization_reference"] == "template":
+        template_dataset = job.settings["template"].split("/")[0]
+        reads += [template_dataset] if template_dataset not in reads else []
+    return reads
+
+
+def job_roots(
+    study: Study, datasets: Mapping[str, Mapping] | None = None, names: Iterable[str] = ()
+) -> dict[str, str]:
+    """The :attr:`JobSpec.roots` of a job of ``study`` reading datasets ``names``.
+
+    ``{"out": <the study's folder>, "data:<name>": <its root>}``, without a dry run's
+    placeholder roots. Only the job's own datasets: two datasets can share a root (MSSEG's
+    training and test sets), and a dataset added to the study changes no other job.
+    """
+    roots = {"out": str(study.out_dir)}
+    for name in names:
+        root = (datasets or {}).get(name, {}).get("root")
+        if root not in (None, "", "?"):
+            roots[f"data:{name}"] = str(Path(root).expanduser())
+    return roots
 
 
 def notebook_job(
@@ -273,6 +487,8 @@ def notebook_job(
     *,
     depends_on: str | None = None,
     inputs: dict | None = None,
+    roots: Mapping[str, str | os.PathLike] | None = None,
+    needs: Mapping[str, str] | None = None,
 ) -> JobSpec:
     """A job running a source notebook into ``<path>.ipynb``, recorded in ``<path>.job.json``.
 
@@ -289,7 +505,12 @@ def notebook_job(
     depends_on : str, optional
         Name of the training job this job needs.
     inputs : dict, optional
-        Digests of what the job reads besides its parameters.
+        Identities of what the job reads besides its parameters.
+    roots : mapping, optional
+        ``{placeholder: folder}`` (:func:`job_roots`): paths under them enter the identity
+        relative to them.
+    needs : mapping, optional
+        ``{record path: digest}`` of jobs that must be done for this one to be.
     """
     return JobSpec(
         kind,
@@ -300,6 +521,8 @@ def notebook_job(
         parameters,
         depends_on=depends_on,
         inputs=dict(inputs or {}),
+        roots={k: str(v) for k, v in (roots or {}).items()},
+        needs=dict(needs or {}),
     )
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from msnb.datasets import load_scans
+from msnb.files import restrict_writes
+from msnb.paths import inside
 from msnb.study.grid import expand_study
 from msnb.study.jobs import read_job_record
 from msnb.study.spec import Study
@@ -45,9 +47,10 @@ def write_study_report(study: Study, datasets: dict[str, dict]) -> Path:
     if panel:
         extra.append(panel)
     text = study.path.read_text() if study.path else yaml.safe_dump(study.raw)
-    return build_report(
-        study.out_dir, study_text=text, title=f"msnb study {study.name}", extra_sections=extra
-    )
+    with restrict_writes(study.out_dir):  # the report writes in the study's folder only
+        return build_report(
+            study.out_dir, study_text=text, title=f"msnb study {study.name}", extra_sections=extra
+        )
 
 
 def figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str] | None:
@@ -64,7 +67,7 @@ def figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str] 
     singles = [
         t
         for t in trains
-        if "single" in t.experiments and (study.out_dir / "train" / t.model_id).is_dir()
+        if "single" in t.experiments and inside(study.out_dir, "train", t.model_id).is_dir()
     ]
     tested = {e.test_dataset for e in evals if e.model_id in {t.model_id for t in singles}}
     if not singles or not tested:
@@ -73,7 +76,7 @@ def figure2_section(study: Study, datasets: dict[str, dict]) -> tuple[str, str] 
     spec = datasets[test]
     scan = load_scans(spec["adapter"], spec["root"], **spec.get("options", {}))[0]
     bundles = {
-        "+".join(t.train_datasets): study.out_dir / "train" / t.model_id
+        "+".join(t.train_datasets): inside(study.out_dir, "train", t.model_id)
         for t in singles
         if test not in t.train_datasets
     }

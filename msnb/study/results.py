@@ -13,7 +13,7 @@ from pathlib import Path
 
 from msnb.datasets import load_scans
 from msnb.files import atomic_path
-from msnb.paths import notebooks_dir
+from msnb.paths import inside, notebooks_dir
 from msnb.recipe import precision_of
 from msnb.records import read_table
 from msnb.study.jobs import (
@@ -43,7 +43,8 @@ SCAN_DTYPES = {"subject": str, "timepoint": str, "center": str}
 def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Path | None:
     """Concatenate every evaluation's per-scan metrics into ``<out>/results.csv`` (atomic).
 
-    Only evaluations whose job record is complete are included, so no partial row appears.
+    Only evaluations whose job record is complete are included, so no partial row appears;
+    given ``datasets``, only those whose record is up to date (:meth:`JobSpec.is_done`).
     Adds ``experiment`` (the study experiments the row serves), ``train_centers`` (the
     centers of the model's training scans, to flag unseen centers), and from the model's
     bundle its ``seed`` and the ``precision`` it was trained and evaluated in (``none``:
@@ -65,8 +66,11 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
 
     frames = []
     cache: dict = {}
-    for spec in job_specs(study):
-        if spec.kind != "eval" or not spec.record.exists():
+    for spec in job_specs(study, datasets):
+        # with the datasets, only evaluations whose record matches what they would run now
+        # (a model retrained after a failed retraining keeps no stale rows)
+        done = spec.is_done() if datasets is not None else spec.record.exists()
+        if spec.kind != "eval" or not done:
             continue
         rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
         if rows is not None:
@@ -79,8 +83,8 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
-    path = study.out_dir / "results.csv"
-    with atomic_path(path) as tmp:
+    path = inside(study.out_dir, "results.csv")
+    with atomic_path(path, root=study.out_dir) as tmp:
         table.to_csv(tmp, index=False)
     return path
 
@@ -148,18 +152,24 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
     (reading ``results.csv`` for Table 5 on the ``labels`` experiment's dataset). Each job's
     digest includes that of ``results.csv`` where it reads it, so an unchanged study does not
     rerun them. Missing notebooks are left out.
+
+    Raises
+    ------
+    msnb.paths.PathEscapeError
+        A dataset's name would put its agreement notebook outside the study's folder.
     """
     out = study.out_dir
     csv_digest = {"results_csv": file_digest(results_csv)}
     specs = []
     if (notebooks_dir() / STATS_NOTEBOOK).exists():
-        parameters = {"results_csv": str(results_csv), "out_dir": str(out / "statistics")}
+        folder = inside(out, "statistics")
+        parameters = {"results_csv": str(results_csv), "out_dir": str(folder)}
         specs.append(
             notebook_job(
                 "stats",
                 "statistics",
                 STATS_NOTEBOOK,
-                out / "statistics",
+                folder,
                 parameters,
                 inputs=csv_digest,
             )
@@ -169,18 +179,19 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
     labels_dataset = (study.experiments.get("labels") or {}).get("dataset")
     for name in rater_datasets(datasets):
         uses_results = name == labels_dataset
+        folder = inside(out, "agreement", name)
         parameters = {
             "data_root": datasets[name]["root"],
             "dataset": datasets[name]["adapter"],
             "results_csv": str(results_csv) if uses_results else "",
-            "out_dir": str(out / "agreement" / name),
+            "out_dir": str(folder),
         }
         specs.append(
             notebook_job(
                 "agreement",
                 f"agreement-{name}",
                 AGREEMENT_NOTEBOOK,
-                out / "agreement" / name,
+                folder,
                 parameters,
                 inputs=csv_digest if uses_results else None,
             )
@@ -189,7 +200,7 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
 
 
 def estimate(study: Study, specs: Sequence[JobSpec]) -> str:
-    """A rough estimate of the work (for ``--dry-run``)."""
+    """A rough estimate of the work of ``specs`` (for ``--dry-run``: the jobs not done)."""
     n_train = sum(s.kind == "train" for s in specs)
     n_eval = len(specs) - n_train
     epochs = sum(s.parameters.get("epochs", 0) for s in specs if s.kind == "train")

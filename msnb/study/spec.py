@@ -1,8 +1,13 @@
 """The study file: its schema, and :func:`load_study`, which reads and validates it.
 
 Every check of a study file lives here, so :func:`msnb.study.grid.expand_study` can expand
-a study without checking it again. Every error is a :class:`StudyError` whose message names
-the file and the key (``quick.yaml: experiments.single: unknown dataset 'brats'``).
+a study without checking it again. Every error is a :class:`StudyError`, one line naming
+the file, the line and the key (``quick.yaml:23: experiments.single: unknown dataset
+'brats'``). The training settings are checked against :class:`msnb.recipe.TrainConfig`:
+their types from its annotations, their choices and ranges from
+:func:`msnb.recipe.setting_problem`. Reading the file refuses a key given twice in one
+mapping. Dataset and ablation names follow :data:`NAME_PATTERN`. Loading reads no dataset
+(a dry run needs none): :func:`check_dataset_roots` checks the dataset folders before a run.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -17,20 +23,14 @@ from typing import NoReturn
 import yaml
 
 from msnb.datasets import ADAPTERS, DATASETS
-from msnb.device import AUTOCAST_MODES
 from msnb.paths import data_root, outputs_root
-from msnb.recipe import (
-    REFERENCES,
-    SELECTION_METRICS,
-    SLICE_CROPS,
-    TrainConfig,
-    canonical_architecture,
-)
+from msnb.recipe import CHOICES, TrainConfig, setting_problem
 from msnb.sources import phantom_root
 
 __all__ = [
     "EXPERIMENT_KINDS",
     "LABELS",
+    "NAME_PATTERN",
     "REPLICATE_KEYS",
     "SET_ONLY_KEYS",
     "TRAINING_CHOICES",
@@ -39,45 +39,59 @@ __all__ = [
     "Study",
     "StudyError",
     "as_list",
+    "check_dataset_roots",
     "load_study",
 ]
 
-#: The training settings a study file may set, with their accepted types.
+#: Dataset names, ablation names and folder mask names used as labels: lower-case letters
+#: and digits, with single ``_`` or ``-`` between them (``msseg2016_train``, ``3dmrms``).
+#: They become parts of model ids (``a+b__quantile__...``), job names (``<model>__<test>``)
+#: and file names, so ``+``, ``/``, ``.``, ``__``, spaces and upper case (which would
+#: collide on a case-insensitive disk) are refused.
+NAME_PATTERN = r"[a-z0-9]+(?:[_-][a-z0-9]+)*"
+#: The :class:`msnb.recipe.TrainConfig` settings a study file may set, in this order.
+_SETTINGS = (
+    "architecture",
+    "encoder",
+    "encoder_weights",
+    "size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "normalization",
+    "label",
+    "device",
+    "time_budget_s",
+    "seed",
+    "val_fraction",
+    "pos_weight",
+    "max_slices_per_epoch",
+    "foreground_fraction",
+    "lr_step_epochs",
+    "lr_gamma",
+    "lr_warmup_steps",
+    "selection_metric",
+    "normalization_reference",
+    "slice_crop",
+    "min_brain_fraction",
+    "autocast",
+    "template",
+)
+_HINTS = typing.get_type_hints(TrainConfig)
+#: The training settings a study file may set, with their accepted types: those of
+#: :class:`msnb.recipe.TrainConfig`'s annotations (a float also takes an integer), but
+#: ``template``, which is ``{dataset, subject[, timepoint]}`` in the file and its scan id
+#: in :attr:`Study.training`.
 TRAINING_KEYS = {
-    "architecture": str,
-    "encoder": str,
-    "encoder_weights": (str, type(None)),
-    "size": int,
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
-    "normalization": str,
-    "label": str,
-    "device": str,
-    "time_budget_s": (int, float, type(None)),
-    "seed": int,
-    "val_fraction": float,
-    "pos_weight": float,
-    "max_slices_per_epoch": (int, type(None)),
-    "foreground_fraction": float,
-    "lr_step_epochs": (int, type(None)),
-    "lr_gamma": float,
-    "lr_warmup_steps": int,
-    "selection_metric": str,
-    "normalization_reference": str,
-    "slice_crop": str,
-    "min_brain_fraction": float,
-    "autocast": str,
-    # {dataset, subject[, timepoint]} in the file; its scan id in Study.training
-    "template": (dict, type(None)),
+    key: (dict, type(None)) if key == "template" else typing.get_args(_HINTS[key]) or _HINTS[key]
+    for key in _SETTINGS
 }
-#: The settings of :data:`TRAINING_KEYS` that take one of a few values.
+#: The settings of :data:`TRAINING_KEYS` that take one of a few values
+#: (:data:`msnb.recipe.CHOICES`).
 TRAINING_CHOICES = {
-    "selection_metric": SELECTION_METRICS,
-    "normalization_reference": REFERENCES,
-    "slice_crop": SLICE_CROPS,
+    **{k: v for k, v in CHOICES.items() if k in TRAINING_KEYS},
     # a study runs in one declared precision on every machine: not "auto" (device-dependent)
-    "autocast": tuple(m for m in AUTOCAST_MODES if m != "auto"),
+    "autocast": tuple(m for m in CHOICES["autocast"] if m != "auto"),
 }
 #: Settings the training notebook receives only when they differ from their default: they
 #: came after the first studies ran, whose jobs thus keep their parameters and digests.
@@ -109,7 +123,7 @@ _ABLATED = ("single", "combinations", "labels")  # the experiments an ablation c
 
 
 class StudyError(ValueError):
-    """A malformed study file; the message names the file and the key."""
+    """A malformed study file; the message (one line) names the file, the line and the key."""
 
 
 @dataclass
@@ -140,6 +154,9 @@ class Study:
         ``<out_root>/<name>``.
     raw : dict
         The whole file as parsed.
+    lines : dict
+        ``{key: line}``: the 1-based line of each key and list item of the file, named as
+        messages name them (``training.epochs``, ``experiments.combinations[0].train[1]``).
     """
 
     name: str
@@ -150,10 +167,19 @@ class Study:
     out_dir: Path
     raw: dict = field(repr=False, default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
+    lines: dict[str, int] = field(repr=False, default_factory=dict)
+
+    def line(self, key: str) -> int | None:
+        """The line of ``key`` in the file, or of its closest enclosing key (None: unknown)."""
+        return _Source(str(self.path), self.lines).line(key)
+
+    def error(self, key: str, problem: str) -> StudyError:
+        """A :class:`StudyError` ``<file>:<line>: <key>: <problem>``, to raise."""
+        return _Source(str(self.path), self.lines).error(key, problem)
 
 
 def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = None) -> Study:
-    """Read and validate a study file; every error names the file and the key.
+    """Read and validate a study file; every error names the file, the line and the key.
 
     Parameters
     ----------
@@ -165,16 +191,16 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
     Raises
     ------
     StudyError
-        The file is missing, is not YAML, or breaks the schema.
+        The file is missing, is not UTF-8 YAML, repeats a key, or breaks the schema.
     """
     path = Path(path)
-    where = str(path)
-    raw = _read_yaml(path)
+    raw, lines = _read_yaml(path)
+    where = _Source(str(path), lines)
     unknown = set(raw) - set(_TOP_LEVEL)
     if unknown:
         _fail(where, sorted(unknown)[0], f"unknown top-level key (known: {', '.join(_TOP_LEVEL)})")
     name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         _fail(where, "name", f"expected a simple name (letters, digits, _ . -), got {name!r}")
     datasets = _parse_datasets(where, raw.get("datasets"))
     given = raw.get("training") or {}
@@ -198,6 +224,7 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
         out_dir=Path(out_root or outputs_root()) / name,
         raw=raw,
         seeds=seeds,
+        lines=lines,
     )
 
 
@@ -208,7 +235,7 @@ def _without_replicates(values):
     return {k: v for k, v in values.items() if k not in REPLICATE_KEYS}
 
 
-def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | None:
+def _parse_seeds(where: _Source, prefix: str, values, start: int) -> list[int] | None:
     """The replicate seeds ``values`` asks for (:data:`REPLICATE_KEYS`); None if it asks none.
 
     ``prefix`` is the key of ``values`` in the file; ``replicates: n`` gives the seeds
@@ -217,7 +244,8 @@ def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | Non
     Raises
     ------
     StudyError
-        Both keys given, a non-integer or repeated seed, or fewer than one replicate.
+        Both keys given, a non-integer, repeated or out-of-range seed (see
+        :data:`msnb.recipe.RANGES`), or fewer than one replicate.
     """
     if not isinstance(values, dict) or not any(k in values for k in REPLICATE_KEYS):
         return None
@@ -228,6 +256,9 @@ def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | Non
         _check_type(where, f"{prefix}.replicates", n, int)
         if n < 1:
             _fail(where, f"{prefix}.replicates", f"expected at least 1, got {n}")
+        problem = setting_problem("seed", int(start) + n - 1)
+        if problem:
+            _fail(where, f"{prefix}.replicates", f"its last seed: {problem}")
         return [int(start) + i for i in range(n)]
     seeds = values["seeds"]
     if (
@@ -236,6 +267,10 @@ def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | Non
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
     ):
         _fail(where, f"{prefix}.seeds", f"expected a non-empty list of integers, got {seeds!r}")
+    for i, seed in enumerate(seeds):
+        problem = setting_problem("seed", seed)
+        if problem:
+            _fail(where, f"{prefix}.seeds[{i}]", problem)
     if len(set(seeds)) != len(seeds):
         _fail(where, f"{prefix}.seeds", f"a seed is repeated: {seeds}")
     if "seed" in values and values["seed"] != seeds[0]:
@@ -243,7 +278,7 @@ def _parse_seeds(where: str, prefix: str, values, start: int) -> list[int] | Non
     return list(seeds)
 
 
-def _parse_experiment_seeds(where: str, exps: dict, seed: int) -> dict:
+def _parse_experiment_seeds(where: _Source, exps: dict, seed: int) -> dict:
     """``exps`` with each experiment's own replicates as ``seeds`` (see :class:`Study`).
 
     The ``labels`` mapping, each ``combinations`` item and each ablation may set ``seeds``
@@ -261,23 +296,23 @@ def _parse_experiment_seeds(where: str, exps: dict, seed: int) -> dict:
     return out
 
 
-def _own_seeds(where: str, key: str, item, seed: int):
+def _own_seeds(where: _Source, key: str, item, seed: int):
     """An experiment item with its :data:`REPLICATE_KEYS` parsed into ``seeds``."""
     if not isinstance(item, dict) or not any(k in item for k in REPLICATE_KEYS):
         return item
     return {**_without_replicates(item), "seeds": _parse_seeds(where, key, item, seed)}
 
 
-def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
+def _parse_training(where: _Source, prefix: str, values, datasets: dict) -> dict:
     """Check a mapping of training settings at key ``prefix``; return it parsed.
 
-    Checks each setting's name, type, architecture, choice (:data:`TRAINING_CHOICES`) and
-    range; ``template`` becomes its scan id (see :class:`Study`).
+    Checks each setting's name, type (:data:`TRAINING_KEYS`), choice and range
+    (:func:`_setting_problem`); ``template`` becomes its scan id (see :class:`Study`).
 
     Raises
     ------
     StudyError
-        Naming ``<where>: <prefix>.<setting>``.
+        Naming ``<where>:<line>: <prefix>.<setting>``.
     """
     if not isinstance(values, dict):
         _fail(where, prefix, "expected a mapping")
@@ -294,14 +329,9 @@ def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
                 "a study declares its precision: none (float32), bf16 or fp16, not auto, "
                 "which depends on the machine",
             )
-        if k in TRAINING_CHOICES and v not in TRAINING_CHOICES[k]:
-            _fail(where, key, f"expected one of {', '.join(TRAINING_CHOICES[k])}, got {v!r}")
-    _check_ranges(where, prefix, values)
-    if "architecture" in values:
-        try:
-            canonical_architecture(values["architecture"])
-        except ValueError as exc:
-            _fail(where, f"{prefix}.architecture", str(exc))
+        problem = None if k == "template" else _setting_problem(k, v, datasets)
+        if problem:
+            _fail(where, key, problem)
     if "template" in values:
         parsed["template"] = _parse_template(
             where, f"{prefix}.template", values["template"], datasets
@@ -309,28 +339,30 @@ def _parse_training(where: str, prefix: str, values, datasets: dict) -> dict:
     return parsed
 
 
-def _check_ranges(where: str, prefix: str, values: dict) -> None:
-    """The numeric settings of the recipe that :class:`TrainConfig` would refuse."""
-    step = values.get("lr_step_epochs")
-    if step is not None and step < 1:
-        _fail(where, f"{prefix}.lr_step_epochs", f"expected at least 1 (or null), got {step}")
-    warmup = values.get("lr_warmup_steps", 0)
-    if warmup < 0:
-        _fail(where, f"{prefix}.lr_warmup_steps", f"expected at least 0, got {warmup}")
-    gamma = values.get("lr_gamma", 0.5)
-    if not 0 < gamma <= 1:
-        _fail(where, f"{prefix}.lr_gamma", f"expected a factor in (0, 1], got {gamma}")
-    share = values.get("foreground_fraction", 0.0)
-    if not 0 <= share <= 1:
-        _fail(where, f"{prefix}.foreground_fraction", f"expected a share in [0, 1], got {share}")
-    fraction = values.get("min_brain_fraction", 0.0)
-    if not 0 <= fraction < 1:
-        _fail(
-            where, f"{prefix}.min_brain_fraction", f"expected a fraction in [0, 1), got {fraction}"
-        )
+def _setting_problem(name: str, value, datasets: dict) -> str | None:
+    """:func:`msnb.recipe.setting_problem` with a study's choices (:data:`TRAINING_CHOICES`).
+
+    A study declares its precision (``autocast`` is not ``"auto"``), and its folder datasets'
+    own mask names (``options.masks``, following :data:`NAME_PATTERN`) are labels too.
+    """
+    if name == "label" and value in _folder_masks(datasets):
+        return None
+    if name == "autocast" and value not in TRAINING_CHOICES["autocast"]:
+        return f"expected one of {', '.join(TRAINING_CHOICES['autocast'])}, got {value!r}"
+    return setting_problem(name, value)
 
 
-def _parse_template(where: str, key: str, value: dict | None, datasets: dict) -> str | None:
+def _folder_masks(datasets: dict) -> set[str]:
+    """The mask names the study's folder datasets declare (``options.masks``) as names."""
+    masks = set()
+    for spec in datasets.values():
+        declared = (spec.get("options") or {}).get("masks")
+        if isinstance(declared, dict):
+            masks |= {m for m in declared if isinstance(m, str) and re.fullmatch(NAME_PATTERN, m)}
+    return masks
+
+
+def _parse_template(where: _Source, key: str, value: dict | None, datasets: dict) -> str | None:
     """The scan id ``"<dataset>/<subject>/<timepoint>"`` of ``{dataset, subject[, timepoint]}``."""
     if value is None:
         return None
@@ -355,7 +387,7 @@ def _parse_template(where: str, key: str, value: dict | None, datasets: dict) ->
     return "/".join(parts)
 
 
-def _check_reference(where: str, prefix: str, settings: dict) -> None:
+def _check_reference(where: _Source, prefix: str, settings: dict) -> None:
     """``normalization_reference: template`` needs the template scan (``template``)."""
     if settings["normalization_reference"] == "template" and not settings["template"]:
         _fail(
@@ -373,24 +405,106 @@ def as_list(value: str | list[str]) -> list[str]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _read_yaml(path: Path) -> dict:
+@dataclass(frozen=True)
+class _Source:
+    """The study file as messages name it: its path and the line of each key (:class:`Study`)."""
+
+    path: str
+    lines: dict[str, int]
+
+    def line(self, key: str) -> int | None:
+        """The line of ``key``, or of its closest enclosing key that the file has."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            parent = re.sub(r"(\[\d+\]|\.[^.\[\]]*)$", "", key)
+            key = "" if parent == key else parent
+        return None
+
+    def error(self, key: str, problem: str) -> StudyError:
+        line = self.line(key)
+        return StudyError(f"{self.path}{'' if line is None else f':{line}'}: {key}: {problem}")
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader that refuses a key given twice in a mapping, at any depth, and
+    notes the line of every key and list item (``lines``, keyed as :class:`Study` says).
+
+    YAML's merge key (``<<``) is left to the SafeLoader: keys written beside it override
+    the merged ones, as YAML intends.
+    """
+
+    def __init__(self, stream, path: str):
+        super().__init__(stream)
+        self.path = path
+        self.lines: dict[str, int] = {}
+
+    def construct_document(self, node):
+        self._note(node, "", set())
+        return super().construct_document(node)
+
+    def _note(self, node, key: str, seen: set) -> None:
+        if id(node) in seen:  # an alias of a node already noted (or a recursive one)
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines.setdefault(f"{key}[{i}]", item.start_mark.line + 1)
+                self._note(item, f"{key}[{i}]", seen)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, value in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                name = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                path = f"{key}.{name}" if key else str(name)
+                if name in first:
+                    raise _Source(self.path, {path: line}).error(
+                        path,
+                        f"duplicate key: set at lines {first[name]} and {line} (YAML would "
+                        "silently keep the last); give it once",
+                    )
+                first[name] = line
+                self.lines.setdefault(path, line)
+                self._note(value, path, seen)
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """The parsed study file and the line of each of its keys (see :class:`_StudyLoader`)."""
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StudyError(f"{where}: study file not found") from None
+    except IsADirectoryError:
+        raise StudyError(f"{where}: is a directory, not a study file") from None
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise StudyError(f"{where}: cannot read the study file ({exc.strerror})") from None
+    loader = _StudyLoader(text, where)
+    try:
+        raw = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f":{mark.line + 1}" if mark else ""
+        what = "; ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise StudyError(f"{where}{at}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
-        raise StudyError(f"{where}: not valid YAML: {exc}") from None
+        raise StudyError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise StudyError(f"{where}: expected a mapping at the top level")
-    return raw
+    return raw, loader.lines
 
 
-def _fail(where: str, key: str, problem: str) -> NoReturn:
-    raise StudyError(f"{where}: {key}: {problem}")
+def _fail(where: _Source, key: str, problem: str) -> NoReturn:
+    raise where.error(key, problem)
 
 
-def _check_type(where: str, key: str, value, types) -> None:
+def _check_type(where: _Source, key: str, value, types) -> None:
     types = types if isinstance(types, tuple) else (types,)
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         return
@@ -413,12 +527,13 @@ def _expand_env(value):
 # --------------------------------------------------------------------------- datasets
 
 
-def _parse_datasets(where: str, datasets) -> dict[str, dict]:
+def _parse_datasets(where: _Source, datasets) -> dict[str, dict]:
     if not isinstance(datasets, dict) or not datasets:
         _fail(where, "datasets", "expected a non-empty mapping of dataset name -> location")
     parsed = {}
     for name, spec in datasets.items():
         key = f"datasets.{name}"
+        _check_name(where, key, name, "dataset name")
         if not isinstance(spec, dict):
             _fail(where, key, "expected a mapping with 'phantom' or 'adapter' and 'root'")
         if "phantom" in spec:
@@ -428,7 +543,7 @@ def _parse_datasets(where: str, datasets) -> dict[str, dict]:
     return parsed
 
 
-def _parse_phantom(where: str, key: str, name: str, spec: dict) -> dict:
+def _parse_phantom(where: _Source, key: str, name: str, spec: dict) -> dict:
     """``{"phantom", "seed"}`` of a generated dataset (see :func:`msnb.sources.resolve_dataset`)."""
     if name not in DATASETS:
         _fail(where, key, f"the phantom provides only {', '.join(DATASETS)}")
@@ -443,7 +558,7 @@ def _parse_phantom(where: str, key: str, name: str, spec: dict) -> dict:
     return {"phantom": spec["phantom"], "seed": int(spec.get("seed", 0)), **_n4(where, key, spec)}
 
 
-def _parse_folder(where: str, key: str, name: str, spec: dict) -> dict:
+def _parse_folder(where: _Source, key: str, name: str, spec: dict) -> dict:
     """``{"adapter", "root", "options"}`` of a dataset in a folder (``root`` expanded)."""
     adapter = spec.get("adapter", DATASETS[name].adapter if name in DATASETS else None)
     if adapter not in ADAPTERS:
@@ -462,7 +577,46 @@ def _parse_folder(where: str, key: str, name: str, spec: dict) -> dict:
     return {"adapter": adapter, "root": root, "options": options, **_n4(where, key, spec)}
 
 
-def _n4(where: str, key: str, spec: dict) -> dict:
+def _check_name(where: _Source, key: str, name, what: str) -> None:
+    """``name`` follows :data:`NAME_PATTERN` (``what``: ``"dataset name"``, ...)."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        _fail(
+            where,
+            key,
+            f"{what} {name!r}: use lower-case letters and digits with single _ or - between "
+            f"them ({NAME_PATTERN}); it becomes part of model ids and file names, so + / . "
+            "__ and spaces are refused",
+        )
+
+
+def check_dataset_roots(study: Study) -> None:
+    """Check that every folder dataset's ``root`` is a readable folder, before any job runs.
+
+    :func:`load_study` reads no dataset, so that a dry run needs none; a run calls this
+    first. Phantom datasets are generated on demand and are not checked.
+
+    Raises
+    ------
+    StudyError
+        ``<file>:<line>: datasets.<name>.root: <root> does not exist`` (or is not a folder,
+        or cannot be read).
+    """
+    for name, spec in study.datasets.items():
+        if "root" not in spec:
+            continue
+        root = Path(spec["root"]).expanduser()
+        if not root.exists():
+            problem = "does not exist"
+        elif not root.is_dir():
+            problem = "is not a folder"
+        elif not os.access(root, os.R_OK | os.X_OK):
+            problem = "cannot be read (permissions)"
+        else:
+            continue
+        raise study.error(f"datasets.{name}.root", f"{root} {problem}")
+
+
+def _n4(where: _Source, key: str, spec: dict) -> dict:
     """``{"n4": True}`` when the spec asks for N4 correction, else ``{}`` (the spec unchanged)."""
     n4 = spec.get("n4", False)
     if not isinstance(n4, bool):
@@ -473,7 +627,7 @@ def _n4(where: str, key: str, spec: dict) -> dict:
 # --------------------------------------------------------------------------- experiments
 
 
-def _check_experiments(where: str, exps, datasets: dict) -> None:
+def _check_experiments(where: _Source, exps, datasets: dict) -> None:
     """Check the ``experiments`` mapping: its kinds, then each kind's shape and references."""
     if not isinstance(exps, dict) or not exps:
         _fail(
@@ -494,8 +648,8 @@ def _check_experiments(where: str, exps, datasets: dict) -> None:
         _check_labels(where, exps["labels"], datasets)
 
 
-def _check_names(where: str, key: str, value, known: dict) -> None:
-    """Dataset names: one name or a non-empty list of names, each declared in ``known``."""
+def _check_names(where: _Source, key: str, value, known: dict) -> None:
+    """Dataset names: one name or a non-empty list of distinct names, each one of ``known``."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -503,9 +657,18 @@ def _check_names(where: str, key: str, value, known: dict) -> None:
     for v in value:
         if v not in known:
             _fail(where, key, f"unknown dataset {v!r} (declared: {', '.join(known)})")
+    _check_distinct(where, key, value, "dataset")
 
 
-def _check_combinations(where: str, items, datasets: dict) -> None:
+def _check_distinct(where: _Source, key: str, values: list, what: str) -> None:
+    """No item of the list ``values`` (at ``key``) repeats an earlier one."""
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            first = f"{key}[{values.index(v)}]"
+            _fail(where, f"{key}[{i}]", f"{what} {v!r} is repeated (also {first}): give it once")
+
+
+def _check_combinations(where: _Source, items, datasets: dict) -> None:
     if not isinstance(items, list):
         _fail(where, "experiments.combinations", "expected a list of {train: [...], test: [...]}")
     for i, item in enumerate(items):
@@ -516,7 +679,7 @@ def _check_combinations(where: str, items, datasets: dict) -> None:
         _check_names(where, f"{key}.test", item.get("test"), datasets)
 
 
-def _check_labels(where: str, spec, datasets: dict) -> None:
+def _check_labels(where: _Source, spec, datasets: dict) -> None:
     key = "experiments.labels"
     if not isinstance(spec, dict) or "dataset" not in spec:
         _fail(where, key, "expected a mapping with 'dataset', 'labels' and optionally 'test'")
@@ -527,20 +690,33 @@ def _check_labels(where: str, spec, datasets: dict) -> None:
     labels = spec.get("labels", list(LABELS))
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         _fail(where, f"{key}.labels", "expected a list of labels")
+    for i, label in enumerate(labels):
+        problem = _setting_problem("label", label, datasets)
+        if problem:
+            _fail(where, f"{key}.labels[{i}]", problem)
+    _check_distinct(where, f"{key}.labels", labels, "label")
     test = spec.get("test") or [d for d in datasets if d not in as_list(dataset)]
     _check_names(where, f"{key}.test", test, datasets)
 
 
-def _parse_ablations(where: str, exps: dict, datasets: dict, training: dict) -> list[dict]:
+def _parse_ablations(where: _Source, exps: dict, datasets: dict, training: dict) -> list[dict]:
     """The ablations, each ``change`` parsed as ``training`` is (see :func:`_parse_training`)."""
     ablations = exps.get("ablations") or []
     if not isinstance(ablations, list):
         _fail(where, "experiments.ablations", "expected a list of {name, change, of}")
-    parsed = []
+    parsed, names = [], {}
     for i, abl in enumerate(ablations):
         key = f"experiments.ablations[{i}]"
         if not isinstance(abl, dict) or not isinstance(abl.get("name"), str):
             _fail(where, f"{key}.name", "expected a name")
+        _check_name(where, f"{key}.name", abl["name"], "ablation name")
+        if abl["name"] in names:
+            _fail(
+                where,
+                f"{key}.name",
+                f"ablation name {abl['name']!r} is repeated (also {names[abl['name']]}.name)",
+            )
+        names[abl["name"]] = key
         change = _parse_training(where, f"{key}.change", abl.get("change"), datasets)
         if not change:
             _fail(where, f"{key}.change", "expected at least one setting to change")
@@ -554,5 +730,7 @@ def _parse_ablations(where: str, exps: dict, datasets: dict, training: dict) -> 
                 _fail(where, f"{key}.of", f"expected some of {', '.join(_ABLATED)}; got {kind!r}")
             if kind not in exps:
                 _fail(where, f"{key}.of", f"experiment {kind!r} is not defined in this study")
+        if not isinstance(of, str):
+            _check_distinct(where, f"{key}.of", kinds, "experiment")
         parsed.append({**abl, "change": change})
     return parsed
