@@ -697,7 +697,21 @@ def test_paired_tests_count_the_seeds_that_agree():
     assert row.loc["pair", "n_seeds"] == 2 and row.loc["pair", "stable_seeds"] == 2
     tables = stats.compute_all_tables(df)
     anova = _cell(tables["tests"], table="train_test", test="anova", unit="pair")
-    assert anova["n_seeds"] == 3 and np.isnan(anova["stable_seeds"])
+    # an ANOVA has no sign: a seed is stable when its own ANOVA (scipy on that seed's pair
+    # means) takes the same decision at 0.05 as the ANOVA on the seed means
+    df = df.assign(dice=df["dice"] + 0.004 * (np.arange(len(df)) * 7 % 5))  # within-cell spread
+    tables = stats.compute_all_tables(df)
+    anova = _cell(tables["tests"], table="train_test", test="anova", unit="pair")
+    single = df[df["experiment"] == "single"]
+    decisions = []
+    for _, rows in single.groupby("seed"):
+        cells = rows.groupby(["train_datasets", "test_dataset"])["dice"].mean()
+        groups = [g.to_numpy() for _, g in cells.groupby(level="train_datasets")]
+        decisions.append(sps.f_oneway(*groups).pvalue < 0.05)
+    expected = sum(d == (anova["p_value"] < 0.05) for d in decisions)
+    assert anova["n_seeds"] == 3 and anova["stable_seeds"] == expected
+    one = stats.compute_all_tables(df[df["seed"] == 0])["tests"]
+    assert np.isnan(_cell(one, table="train_test", test="anova", unit="pair")["stable_seeds"])
     assert list(tables["tests"].columns[-2:]) == ["n_seeds", "stable_seeds"]
 
 

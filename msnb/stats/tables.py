@@ -49,7 +49,7 @@ import pandas as pd
 
 from msnb.paper import load_paper_numbers
 from msnb.stats.compare import compute_paper_comparison
-from msnb.stats.findings import compute_findings
+from msnb.stats.findings import ALPHA, compute_findings
 from msnb.stats.inference import (
     compute_oneway_anova,
     compute_paired_test,
@@ -373,7 +373,8 @@ def compute_train_anova(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One-way ANOVA of ``metric`` by training dataset (single-dataset default models),
     with Tukey HSD; once on train/test pair means (the paper's unit; seed-mean cells) and
-    once per scan (each scan's mean over seeds). ``n_seeds`` is the seeds in the data.
+    once per scan (each scan's mean over seeds). ``n_seeds`` is the seeds in the data,
+    ``stable_seeds`` those whose own ANOVA reaches the same decision (:func:`_anova_stability`).
 
     Returns
     -------
@@ -382,12 +383,10 @@ def compute_train_anova(
         Both units stacked (column ``unit``).
     """
     sel = select_single_default(results)
-    pairs = compute_pair_means(sel, by=["train_datasets", "test_dataset"], metrics=[metric])
-    scans = _scan_means(sel, ["train_datasets"], metric)
     rows, tukeys = [], []
-    for unit, data in (("pair", pairs), ("scan", scans)):
-        row, tk = compute_oneway_anova(data, dv=metric, table="train_test", unit=unit)
-        rows.append(row | {"n_seeds": _n_seeds(sel)})
+    for unit in ("pair", "scan"):
+        row, tk = compute_oneway_anova(_anova_data(sel, unit, metric), dv=metric, unit=unit)
+        rows.append(row | _anova_stability(sel, unit, metric, row["p_value"]))
         tukeys.append(tk)
     tukey = (
         pd.concat([t for t in tukeys if len(t)], ignore_index=True)
@@ -395,6 +394,30 @@ def compute_train_anova(
         else tukeys[0]
     )
     return make_tests_frame(rows), tukey
+
+
+def _anova_data(sel: pd.DataFrame, unit: str, metric: str) -> pd.DataFrame:
+    """The ANOVA's observations: train/test pair means (``unit="pair"``, seed-mean cells) or
+    each scan's mean over seeds (``"scan"``)."""
+    if unit == "pair":
+        return compute_pair_means(sel, by=["train_datasets", "test_dataset"], metrics=[metric])
+    return _scan_means(sel, ["train_datasets"], metric)
+
+
+def _anova_stability(sel: pd.DataFrame, unit: str, metric: str, p_value: float) -> dict:
+    """``n_seeds`` and ``stable_seeds``: the seeds whose own ANOVA (that seed's models only)
+    reaches the same decision at ``ALPHA`` as the ANOVA on seed-mean data (p on the same side
+    of ALPHA; a seed whose ANOVA cannot run counts as unstable); NaN ``stable_seeds`` with one
+    seed or no pooled p value."""
+    seeds = _seeds(sel)
+    if seeds.nunique() < 2:
+        return {"n_seeds": _n_seeds(sel), "stable_seeds": np.nan}
+    per_seed = [
+        compute_oneway_anova(_anova_data(sel[seeds == k], unit, metric), dv=metric)[0]["p_value"]
+        for k in sorted(seeds.unique())
+    ]
+    stable = count_same_sign(np.asarray(per_seed, dtype=float) - ALPHA, p_value - ALPHA)
+    return {"n_seeds": _n_seeds(sel), "stable_seeds": stable["stable_seeds"]}
 
 
 # --------------------------------------------------------------------------- Table 4
