@@ -10,7 +10,9 @@ Layout of ``<bundle>/``:
 - ``history.csv``: the per-epoch curves.
 
 A bundle is written into a temporary directory and renamed into place
-(:func:`msnb.nifti.atomic_path`), so a reader never sees half a bundle.
+(:func:`msnb.files.atomic_path`), so a reader never sees half a bundle. A bundle that is
+damaged anyway (an interrupted copy, an edited file) is refused by :func:`load_bundle` with
+a :class:`BundleError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +36,50 @@ from msnb.recipe import precision_of
 __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
+    "BundleError",
     "library_versions",
     "load_bundle",
     "save_bundle",
 ]
 
 BUNDLE_FORMAT = 1
+#: Distributions whose versions a bundle also records, when installed: they shape its
+#: inputs (nibabel, SimpleITK's N4 and Otsu, scipy's resizing) and its study's figures.
+RECORDED_DISTRIBUTIONS = ("scipy", "pingouin", "nibabel", "nilearn", "SimpleITK")
+_REQUIRED = {"architecture": str, "encoder": str, "size": int, "normalization": dict}
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries a bundle depends on."""
+    """Versions of the libraries a bundle depends on.
+
+    msnb, Python, torch, segmentation-models-pytorch and numpy, then those of
+    :data:`RECORDED_DISTRIBUTIONS` that are installed (by distribution name).
+    """
     import segmentation_models_pytorch as smp
     import torch
 
-    return {
+    versions = {
         "msnb": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "segmentation_models_pytorch": smp.__version__,
         "numpy": np.__version__,
     }
+    for dist in RECORDED_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 @dataclass
@@ -187,6 +214,117 @@ def save_bundle(
     return path
 
 
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the content of a ``bundle.json`` (None: nothing)."""
+    fmt = meta.get("format", BUNDLE_FORMAT)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= BUNDLE_FORMAT:
+        return f"bundle format {fmt!r} is not one this msnb reads (1 to {BUNDLE_FORMAT})"
+    for key, kind in _REQUIRED.items():
+        if key not in meta:
+            return f"missing key {key!r}"
+        value = meta[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key!r} must be of type {kind.__name__}, got {value!r}"
+    if meta["size"] < 1:
+        return f"'size' must be positive, got {meta['size']}"
+    norm = meta["normalization"]
+    if not all(isinstance(norm.get(k), str) for k in ("name", "key")):
+        return f"'normalization' must hold a 'name' and a 'key' (strings), got {norm!r}"
+    threshold = meta.get("threshold", 0.5)
+    if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        return f"'threshold' must be a number in [0, 1], got {threshold!r}"
+    return None
+
+
+def _read_meta(path: Path) -> dict:
+    file = path / "bundle.json"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(file, f"not valid JSON (truncated or corrupt?): {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(file, f"not a JSON object (got a {type(meta).__name__})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise BundleError(file, problem)
+    return meta
+
+
+def _read_reference(path: Path, meta: dict) -> np.ndarray | None:
+    """The saved quantile reference (None when the bundle has none and needs none)."""
+    file = path / "reference.npy"
+    norm = meta["normalization"]
+    if not file.is_file():
+        if norm["name"].lower() == "quantile":
+            raise BundleError(file, "missing: the bundle's quantile normalization needs it")
+        return None
+    try:
+        ref = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BundleError(file, f"cannot read (truncated or not a .npy file): {exc}") from exc
+    if ref.ndim != 1:
+        raise BundleError(file, f"expected a 1-D array of quantiles, got shape {ref.shape}")
+    n = norm.get("n_quantiles")
+    if n is not None and n != ref.size:
+        raise BundleError(file, f"holds {ref.size} quantiles, bundle.json says {n}")
+    return ref
+
+
+def _build_normalizer(path: Path, meta: dict, reference: np.ndarray | None):
+    norm = meta["normalization"]
+    source = path / ("bundle.json" if reference is None else "reference.npy")
+    try:
+        normalizer = get_normalizer(norm["name"], reference=reference)
+    except ValueError as exc:
+        raise BundleError(source, str(exc)) from exc
+    if normalizer.key != norm["key"]:
+        raise BundleError(
+            source,
+            f"normalization key {normalizer.key} does not match the bundle's {norm['key']} "
+            "(reference.npy changed?)",
+        )
+    return normalizer
+
+
+def _load_weights(path: Path, meta: dict):
+    """The bundle's network with its saved weights (eval mode, CPU)."""
+    import torch
+
+    file = path / "weights.pt"
+    try:
+        model = build_model(meta["architecture"], meta["encoder"], encoder_weights=None)
+    except (ValueError, KeyError) as exc:
+        problem = str(exc).strip("'\"")[:200]
+        raise BundleError(path / "bundle.json", f"cannot build its model: {problem}") from exc
+    if file.stat().st_size == 0:
+        raise BundleError(file, "empty file (an interrupted copy or a full disk?)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling damaged bytes raises many types (IndexError...)
+        problem = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise BundleError(
+            file,
+            f"cannot read the weights (truncated or not a torch file): "
+            f"{type(exc).__name__} {problem}".rstrip(),
+        ) from exc
+    if not isinstance(state, dict):
+        raise BundleError(file, f"holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        expected = set(model.state_dict())
+        missing, unexpected = len(expected - set(state)), len(set(state) - expected)
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        detail = f"{missing} missing, {unexpected} unexpected tensors" if not detail else detail
+        raise BundleError(
+            file,
+            f"the weights do not fit the {meta['architecture']}/{meta['encoder']} model of "
+            f"bundle.json ({detail[:200]})",
+        ) from exc
+    model.eval()
+    return model
+
+
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Read a bundle: the model (eval mode, CPU), its normalizer and metadata.
 
@@ -194,26 +332,18 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     ------
     FileNotFoundError
         No ``bundle.json`` / ``weights.pt`` in ``path``.
-    ValueError
-        The bundle's normalization key does not match its saved reference.
+    BundleError
+        A file of the bundle is damaged or does not fit the others: ``bundle.json`` not
+        JSON, missing or mistyped keys, a newer format, an unknown architecture or
+        normalization; ``weights.pt`` empty, unreadable or of another model;
+        ``reference.npy`` missing (quantile models), unreadable, or not the reference the
+        bundle was saved with. The message names the file.
     """
-    import torch
-
     path = Path(path)
     if not (path / "bundle.json").is_file() or not (path / "weights.pt").is_file():
         raise FileNotFoundError(f"{path}: not a model bundle (bundle.json and weights.pt expected)")
-    meta = json.loads((path / "bundle.json").read_text())
-    ref_path = path / "reference.npy"
-    reference = np.load(ref_path) if ref_path.is_file() else None
-    norm = meta["normalization"]
-    normalizer = get_normalizer(norm["name"], reference=reference)
-    if normalizer.key != norm["key"]:
-        raise ValueError(
-            f"{path}: normalization key {normalizer.key} does not match the bundle's {norm['key']} "
-            "(reference.npy changed?)"
-        )
-    model = build_model(meta["architecture"], meta["encoder"], encoder_weights=None)
-    state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.eval()
+    meta = _read_meta(path)
+    reference = _read_reference(path, meta)
+    normalizer = _build_normalizer(path, meta, reference)
+    model = _load_weights(path, meta)
     return Bundle(model=model, normalizer=normalizer, meta=meta, path=path, reference=reference)

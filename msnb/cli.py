@@ -2,6 +2,13 @@
 
 Each subcommand lives next to its domain code: a module listed in ``_COMMAND_MODULES``
 exposes ``register_cli(subparsers)`` that adds its parser and sets ``func``.
+
+Errors of bad input or of the environment are msnb's own classes, each naming the file
+(or option) and the problem: :class:`ValueError` subclasses (``NiftiError``,
+``DatasetError``, ``BundleError``, ``DeviceError``, ``SliceStoreError``...),
+``FileNotFoundError`` and :class:`msnb.nifti.OutputError`. ``main`` prints them as one
+line and returns 1; anything else is a bug and keeps its traceback. msnb's own warnings
+are printed as one line too.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 from msnb import __version__
 
@@ -47,7 +56,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str):
+    """A ``warnings.showwarning`` printing msnb's own warnings as one line each."""
+    package = Path(__file__).resolve().parent
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if package in Path(filename).resolve().parents:
+            print(f"msnb {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    from msnb.nifti import OutputError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in _COMMAND_MODULES else None)
@@ -56,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, OutputError) as exc:
         print(f"msnb {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

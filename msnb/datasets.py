@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import string
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from msnb.masks import combine_masks
-from msnb.nifti import Volume, load_mask
+from msnb.nifti import NiftiError, Volume, load_image, load_mask, read_nifti
 
 __all__ = [
     "ADAPTERS",
@@ -44,6 +46,7 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "Scan",
+    "check_scans",
     "effective_label",
     "label_sources",
     "load_3dmrms",
@@ -254,9 +257,9 @@ def _check_unique(scans: list[Scan], root: Path) -> list[Scan]:
 
 
 def _mask_is_empty(path: Path) -> bool:
-    import nibabel as nib
-
-    return not np.asanyarray(nib.load(str(path)).dataobj).any()
+    """Whether a mask file has no foreground voxel (NiftiError when it cannot be read)."""
+    data, _, _ = read_nifti(path)
+    return not np.asarray(data).any()
 
 
 # --------------------------------------------------------------------------- adapters
@@ -421,10 +424,15 @@ def load_folder(
         ``subject`` (required), ``timepoint`` and ``center`` (optional).
     """
     root = _require_dir(root, "folder")
-    regex = re.compile(pattern)
-    if "subject" not in regex.groupindex:
-        raise DatasetError(f"folder pattern {pattern!r} has no (?P<subject>...) group")
-    files = sorted(p for p in root.glob(flair) if p.is_file())
+    regex = _folder_regex(pattern)
+    for name, mp in [*(masks or {}).items(), *([("brain", brain_mask)] if brain_mask else [])]:
+        _check_placeholders(name, mp)
+    if not flair or Path(flair).is_absolute():
+        raise DatasetError(f"FLAIR glob {flair!r} must be a non-empty path relative to {root}")
+    try:
+        files = sorted(p for p in root.glob(flair) if p.is_file())
+    except (ValueError, NotImplementedError) as exc:
+        raise DatasetError(f"FLAIR glob {flair!r} is not a valid pattern: {exc}") from exc
     if not files:
         raise DatasetError(f"{root}: no file matches the FLAIR pattern {flair!r}")
     scans = []
@@ -459,6 +467,37 @@ def load_folder(
             )
         )
     return _check_unique(scans, root)
+
+
+def _folder_regex(pattern: str) -> re.Pattern:
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(
+            f"folder pattern (--pattern) {pattern!r} is not a valid regular expression: {exc}"
+        ) from exc
+    if "subject" not in regex.groupindex:
+        raise DatasetError(f"folder pattern {pattern!r} has no (?P<subject>...) group")
+    return regex
+
+
+#: The placeholders of the folder adapter's mask patterns.
+FOLDER_PLACEHOLDERS = ("stem", "dir")
+
+
+def _check_placeholders(name: str, pattern: str) -> None:
+    """Refuse a mask pattern with a malformed or unknown ``{placeholder}``."""
+    what = "brain mask pattern" if name == "brain" else f"{name} mask pattern"
+    known = ", ".join("{" + p + "}" for p in FOLDER_PLACEHOLDERS)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        raise DatasetError(
+            f"{what} {pattern!r}: {exc} (use {known}; write {{{{ and }}}} for braces)"
+        ) from exc
+    for f in fields:
+        if f not in FOLDER_PLACEHOLDERS:
+            raise DatasetError(f"{what} {pattern!r}: unknown placeholder {{{f}}} (use {known})")
 
 
 ADAPTERS: dict[str, Callable[..., list[Scan]]] = {
@@ -518,6 +557,41 @@ def load_scans(adapter: str, root: str | Path, **options) -> list[Scan]:
     return ADAPTERS[adapter](root, **options)
 
 
+def check_scans(scans: Sequence[Scan]) -> list[tuple[str, str]]:
+    """Open and validate every file of ``scans``, as training and testing will read them.
+
+    Per scan: the FLAIR is read whole (header, data, finite voxels; an anisotropic or
+    oblique grid warns, see :func:`msnb.nifti.load_image`); each lesion mask must be
+    binary and have the FLAIR's shape and affine; the brain mask, when there is one, must
+    have them too and not be empty. A file's first problem is reported; a FLAIR that
+    cannot be read leaves its masks checked on their own.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(scan_id, "<file>: <problem>")`` for every problem found; empty when all is well.
+    """
+    problems = []
+    for scan in scans:
+        found = []
+        try:
+            flair = load_image(scan.flair)
+        except NiftiError as exc:
+            found.append(str(exc))
+            flair = None
+        checks = [(path, {"what": f"{name} mask"}) for name, path in scan.masks.items()]
+        if scan.brain_mask is not None:
+            brain = {"what": "brain mask", "binarize": True, "allow_empty": False}
+            checks.append((scan.brain_mask, brain))
+        for path, options in checks:
+            try:
+                load_mask(path, reference=flair, **options)
+            except NiftiError as exc:
+                found.append(str(exc))
+        problems += [(scan.scan_id, " ".join(msg.split())) for msg in found]
+    return problems
+
+
 def scans_table(scans: Sequence[Scan]):
     """A pandas DataFrame with one row per scan."""
     import pandas as pd
@@ -528,6 +602,33 @@ def scans_table(scans: Sequence[Scan]):
 # --------------------------------------------------------------------------- CLI
 
 
+def _mask_options(items: Sequence[str]) -> dict[str, str]:
+    masks = {}
+    for item in items:
+        name, sep, pattern = item.partition("=")
+        if not (sep and name.strip() and pattern.strip()):
+            raise DatasetError(
+                f"--mask {item!r}: expected NAME=PATTERN, e.g. consensus={{dir}}/lesions.nii.gz"
+            )
+        masks[name.strip()] = pattern.strip()
+    return masks
+
+
+def _report_check(scans: Sequence[Scan], out=None) -> None:
+    """Print every problem of ``scans`` (stderr); raise DatasetError when there is one.
+
+    ``out``: where "no problem" is said (default stdout).
+    """
+    problems = check_scans(scans)
+    if not problems:
+        print(f"{len(scans)} scans checked: no problem found", file=out)
+        return
+    for _, message in problems:
+        print(message, file=sys.stderr)
+    bad = len({scan_id for scan_id, _ in problems})
+    raise DatasetError(f"{len(problems)} problems in {bad} of {len(scans)} scans")
+
+
 def _cli_scans(args: argparse.Namespace) -> int:
     options = {}
     if args.adapter == "folder":
@@ -535,7 +636,7 @@ def _cli_scans(args: argparse.Namespace) -> int:
             raise DatasetError("the folder adapter needs --flair GLOB")
         options = {
             "flair": args.flair,
-            "masks": dict(kv.split("=", 1) for kv in args.mask),
+            "masks": _mask_options(args.mask),
             "brain_mask": args.brain_mask,
             "pattern": args.pattern,
         }
@@ -549,14 +650,22 @@ def _cli_scans(args: argparse.Namespace) -> int:
         print(
             f"{len(scans)} scans, {table.subject.nunique()} subjects, {table.center.nunique()} centers"
         )
+    if args.check:
+        _report_check(scans, out=sys.stderr if args.format == "csv" else sys.stdout)
     return 0
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("scans", help="list the scans of a dataset folder")
+    p = sub.add_parser("scans", help="list (and check) the scans of a dataset folder")
     p.add_argument("adapter", choices=sorted(ADAPTERS), help="dataset layout")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--format", choices=["table", "csv"], default="table")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="open every file: NIfTI readable, masks binary and on the FLAIR's grid; "
+        "list every problem (exit 1 if any)",
+    )
     p.add_argument("--flair", help="folder adapter: glob of FLAIR files")
     p.add_argument(
         "--mask", action="append", default=[], metavar="NAME=PATTERN", help="folder adapter"

@@ -15,22 +15,73 @@ import random
 
 import numpy as np
 
-__all__ = ["AUTOCAST_MODES", "autocast", "pick_device", "resolve_speedups", "seed_everything"]
+__all__ = [
+    "AUTOCAST_MODES",
+    "DeviceError",
+    "autocast",
+    "pick_device",
+    "resolve_speedups",
+    "seed_everything",
+]
 
 AUTOCAST_MODES = ("auto", "bf16", "fp16", "none")
 
 
+class DeviceError(ValueError):
+    """A device that is unknown or not usable on this machine; the message names it."""
+
+
+def _mps_available(torch) -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _check_cuda(name: str, index: int | None, torch) -> None:
+    if not torch.cuda.is_available():
+        why = (
+            "this torch build has no CUDA support"
+            if torch.version.cuda is None
+            else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)"
+        )
+        raise DeviceError(f"device {name!r} is not available: {why}; use 'auto' or 'cpu'")
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise DeviceError(
+            f"device {name!r} is not available: this machine has {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+
+
 def pick_device(name: str = "auto") -> str:
-    """``"cuda"``, ``"mps"`` or ``"cpu"`` for ``name`` (``"auto"``: the best available)."""
+    """``"cuda"``, ``"mps"`` or ``"cpu"`` for ``name`` (``"auto"``: the best available).
+
+    A named device is checked before any work: it must exist on this machine.
+
+    Raises
+    ------
+    DeviceError
+        ``name`` is not ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``, or that
+        device is not available here (no GPU, a torch build without CUDA, no such index).
+    """
     import torch
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available(torch) else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(
+            f"unknown device {name!r}: use auto, cpu, cuda, cuda:<index> or mps"
+        ) from exc
+    if device.type == "cuda":
+        _check_cuda(name, device.index, torch)
+    elif device.type == "mps":
+        if not _mps_available(torch):
+            raise DeviceError(f"device {name!r} is not available here (no Apple MPS backend)")
+    elif device.type != "cpu" or device.index not in (None, 0):
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:<index> or mps")
+    return name
 
 
 def resolve_speedups(

@@ -11,6 +11,7 @@ and are written with the input's affine and header.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,19 @@ from msnb.files import atomic_path
 
 __all__ = [
     "AFFINE_ATOL_MM",
+    "ANISOTROPY_RATIO",
     "CANONICAL_AXCODES",
+    "OBLIQUE_DEGREES",
+    "GeometryWarning",
     "NiftiError",
+    "OutputError",
     "Volume",
     "canonicalize",
+    "check_output_dir",
+    "geometry_notes",
     "load_image",
     "load_mask",
+    "read_nifti",
     "save_image",
     "save_mask",
     "save_nifti",
@@ -35,6 +43,10 @@ __all__ = [
 
 CANONICAL_AXCODES = ("R", "A", "S")
 AFFINE_ATOL_MM = 1e-3  # tolerance when comparing a mask's affine with its image's
+#: Voxels whose largest side exceeds their smallest by this factor are called anisotropic.
+ANISOTROPY_RATIO = 1.1
+#: Voxel axes more than this many degrees off the world axes are called oblique.
+OBLIQUE_DEGREES = 1.0
 
 
 class NiftiError(ValueError):
@@ -45,6 +57,52 @@ class NiftiError(ValueError):
         self.problem = problem
         where = "<array>" if path is None else str(path)
         super().__init__(f"{where}: {problem}")
+
+
+class OutputError(OSError):
+    """An output that cannot be written (a file where a folder is, read-only, disk full).
+
+    The message names the file or folder and the problem.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class GeometryWarning(UserWarning):
+    """An input whose voxel grid msnb uses as it is although it is anisotropic or oblique."""
+
+
+def check_output_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Check, before any work, that ``path`` is or can become a writable folder.
+
+    Nothing is created: the folder itself when it exists, otherwise its closest existing
+    parent, must be a folder this process may write into.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str, default "output folder"
+        Its name in messages (``"--out folder"``, ``"MSNB_OUTPUTS folder"``).
+
+    Raises
+    ------
+    OutputError
+        ``path`` or one of its parents is a file, or the folder is not writable.
+    """
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link cannot become a folder
+            raise OutputError(existing, f"{what}: a broken symbolic link, not a folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(existing, f"{what} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(existing, f"{what} is not writable (read-only or no permission)")
+    return path
 
 
 @dataclass
@@ -136,6 +194,18 @@ def canonicalize(data: np.ndarray, affine: np.ndarray, **kwargs) -> Volume:
     )
 
 
+def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
+    """The data (3D, as stored), affine and header of a NIfTI file, with clear errors.
+
+    Raises
+    ------
+    NiftiError
+        Missing, unreadable or truncated file; not 3D (a 4D file with one volume is
+        squeezed).
+    """
+    return _read(Path(path))
+
+
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
     if not path.exists():
         raise NiftiError(path, "file does not exist")
@@ -161,8 +231,66 @@ def _check_finite(path: Path, data: np.ndarray) -> None:
             raise NiftiError(path, f"{int(bad.sum())} voxels are NaN or infinite")
 
 
+def geometry_notes(affine: np.ndarray, path: str | os.PathLike | None = None) -> list[str]:
+    """What msnb does with a grid whose voxels are anisotropic or whose axes are oblique.
+
+    msnb never resamples: it reorients to RAS+ by permuting and flipping voxel axes
+    (nibabel's closest canonical orientation), then treats each axial plane
+    ``data[:, :, z]`` as an image whose pixels are square; volumes and lesion tables use
+    the true voxel size.
+
+    Parameters
+    ----------
+    affine : np.ndarray, shape (4, 4)
+        The file's affine.
+    path : path-like, optional
+        Named at the start of each note.
+
+    Returns
+    -------
+    list of str
+        One note per property found (anisotropic: largest voxel side over smallest above
+        :data:`ANISOTROPY_RATIO`; oblique: an axis more than :data:`OBLIQUE_DEGREES` off
+        the world axes); empty for an isotropic, axis-aligned grid.
+    """
+    where = "<array>" if path is None else str(path)
+    m = np.asarray(affine, dtype=float)[:3, :3]
+    zooms = np.sqrt((m**2).sum(axis=0))
+    notes = []
+    if zooms.min() > 0 and zooms.max() / zooms.min() > ANISOTROPY_RATIO:
+        canon = np.empty(3)
+        canon[ornt.io_orientation(affine)[:, 0].astype(int)] = zooms
+        x, y, z = (f"{v:.3g}" for v in canon)
+        note = (
+            f"{where}: anisotropic voxels ({x} x {y} x {z} mm in RAS+ order); they are not "
+            "resampled: msnb reorients the voxel grid to RAS+ and slices it axially"
+        )
+        if max(canon[:2]) / min(canon[:2]) > ANISOTROPY_RATIO:
+            note += (
+                f", and resizes each axial slice to the model's square plane as if its "
+                f"{x} x {y} mm pixels were square (shapes are stretched)"
+            )
+        else:
+            note += f", so the model sees axial slices {z} mm apart, each on its own"
+        notes.append(note + "; volumes and lesion tables use the true voxel size")
+    if zooms.min() > 0:
+        cosines = np.abs(m / zooms).max(axis=0).clip(0, 1)
+        angle = float(np.degrees(np.arccos(cosines.min())))
+        if angle > OBLIQUE_DEGREES:
+            notes.append(
+                f"{where}: oblique voxel axes (up to {angle:.1f} degrees off the scanner "
+                "axes); they are not resampled: msnb's axial slices follow the voxel axis "
+                "closest to inferior-superior, tilted by that angle, and outputs keep the "
+                "input's affine"
+            )
+    return notes
+
+
 def load_image(path: str | os.PathLike) -> Volume:
     """Read an image (e.g. FLAIR) as float32 in canonical orientation.
+
+    Warns (:class:`GeometryWarning`, see :func:`geometry_notes`) when its voxels are
+    anisotropic or its axes oblique.
 
     Raises
     ------
@@ -174,6 +302,8 @@ def load_image(path: str | os.PathLike) -> Volume:
     data, affine, header = _read(path)
     data = data.astype(np.float32)
     _check_finite(path, data)
+    for note in geometry_notes(affine, path):
+        warnings.warn(note, GeometryWarning, stacklevel=2)
     return canonicalize(data, affine, path=path, header=header)
 
 

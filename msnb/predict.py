@@ -11,6 +11,7 @@ is ``probability >= threshold`` (the bundle's, 0.5 by default).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -26,7 +27,16 @@ from msnb.device import pick_device, resolve_speedups
 from msnb.docs import fill_doc
 from msnb.files import atomic_path
 from msnb.metrics import RESULT_COLUMNS, compute_metrics, lesion_table
-from msnb.nifti import NiftiError, Volume, load_image, load_mask, save_image, save_mask
+from msnb.nifti import (
+    NiftiError,
+    OutputError,
+    Volume,
+    check_output_dir,
+    load_image,
+    load_mask,
+    save_image,
+    save_mask,
+)
 from msnb.preprocess import compute_brain_mask, load_flair
 from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
@@ -77,6 +87,15 @@ def _as_bundle(bundle: Bundle | str | os.PathLike) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise ValueError(
+            f"batch size (--batch-size) must be a positive integer, got {batch_size!r}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch size (--batch-size) must be a positive integer, got {batch_size}")
+
+
 @fill_doc
 def infer_slices(
     model,
@@ -107,6 +126,7 @@ def infer_slices(
     """
     import torch
 
+    _check_batch_size(batch_size)
     cl, ac = resolve_speedups(device, channels_last=channels_last, autocast=autocast)
     model = model.to(device)
     if cl:
@@ -314,7 +334,9 @@ def segment_file(
 
     Writes ``<stem>_lesions.nii.gz`` (uint8, the input's shape, affine and header),
     ``<stem>_lesions.csv`` (id, voxels, ml, centroid x/y/z in world mm) and, with
-    ``probabilities``, ``<stem>_probability.nii.gz`` (float32).
+    ``probabilities``, ``<stem>_probability.nii.gz`` (float32). The batch size, device and
+    output folder are checked before any work; the outputs are written to temporaries and
+    renamed only when all of them are written, so a failure (a full disk) leaves none.
 
     Parameters
     ----------
@@ -335,8 +357,22 @@ def segment_file(
     dict
         ``input``, ``mask``, ``table``, ``probability``, ``lesions``, ``volume_ml``,
         ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` is not a positive integer.
+    msnb.device.DeviceError
+        ``device`` is unknown or not available here.
+    msnb.nifti.OutputError
+        ``out_dir`` is (under) a file or not writable, or an output could not be written.
+    msnb.bundle.BundleError, msnb.nifti.NiftiError
+        A damaged bundle; an unreadable or unusable input.
     """
     t0 = time.perf_counter()
+    _check_batch_size(batch_size)
+    device = pick_device(device)
+    out = check_output_dir(out_dir, what="--out folder")
     bundle = _as_bundle(bundle)
     flair_path = Path(flair_path)
     flair = load_image(flair_path)
@@ -346,24 +382,23 @@ def segment_file(
             brain_mask, reference=flair, binarize=True, allow_empty=False, what="brain mask"
         ).data
     pred = predict_volume(flair, bundle, brain=brain, batch_size=batch_size, device=device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = _output_stem(flair_path)
-    mask_path = save_mask(pred.mask_canonical, flair, out / f"{stem}_lesions.nii.gz")
-    prob_path = None
-    if probabilities:
-        prob_path = save_image(
-            pred.probability_canonical, flair, out / f"{stem}_probability.nii.gz"
-        )
     table = lesion_table(pred.mask, pred.affine)
-    table_path = out / f"{stem}_lesions.csv"
-    with atomic_path(table_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.3f")
+    stem = _output_stem(flair_path)
+    paths = {"mask": out / f"{stem}_lesions.nii.gz"}
+    if probabilities:
+        paths["probability"] = out / f"{stem}_probability.nii.gz"
+    paths["table"] = out / f"{stem}_lesions.csv"
+    writers = {
+        "mask": lambda tmp: save_mask(pred.mask_canonical, flair, tmp),
+        "probability": lambda tmp: save_image(pred.probability_canonical, flair, tmp),
+        "table": lambda tmp: table.to_csv(tmp, index=False, float_format="%.3f"),
+    }
+    _write_all(paths, writers)
     return {
         "input": str(flair_path),
-        "mask": str(mask_path),
-        "table": str(table_path),
-        "probability": None if prob_path is None else str(prob_path),
+        "mask": str(paths["mask"]),
+        "table": str(paths["table"]),
+        "probability": str(paths["probability"]) if probabilities else None,
         "lesions": int(len(table)),
         "volume_ml": float(table.ml.sum()) if len(table) else 0.0,
         "seconds": time.perf_counter() - t0,
@@ -371,10 +406,40 @@ def segment_file(
     }
 
 
+def _write_all(paths: dict, writers: dict) -> None:
+    """Write every output to a temporary beside it; rename them all only when all succeeded.
+
+    Raises
+    ------
+    OutputError
+        A write failed (disk full, read-only...): no output of this call is left, and the
+        message names the file.
+    """
+    current = None
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, path in paths.items():
+                current = path
+                writers[name](stack.enter_context(atomic_path(path)))
+            current = None  # the renames, when the block ends
+    except OSError as exc:
+        problem = exc.strerror or str(exc) or type(exc).__name__
+        target = current if current is not None else Path(exc.filename or paths["mask"])
+        raise OutputError(target, f"cannot write: {problem}") from exc
+
+
 def _cli_segment(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.model)
+    # everything that can be checked is checked before the first scan is predicted
+    _check_batch_size(args.batch_size)
+    device = pick_device(args.device)
+    check_output_dir(args.out, what="--out folder")
     if args.brain_mask and len(args.flair) > 1:
         raise ValueError("--brain-mask applies to a single input; give one FLAIR file")
+    stems = [_output_stem(Path(f)) for f in args.flair]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"several inputs would write the same outputs: {', '.join(twice)}")
+    bundle = load_bundle(args.model)
     for f in args.flair:
         res = segment_file(
             f,
@@ -383,7 +448,7 @@ def _cli_segment(args: argparse.Namespace) -> int:
             brain_mask=args.brain_mask,
             probabilities=args.probabilities,
             batch_size=args.batch_size,
-            device=args.device,
+            device=device,
         )
         print(
             f"{res['input']}: {res['lesions']} lesions, {res['volume_ml']:.2f} mL "

@@ -12,6 +12,11 @@ The same :class:`Geometry` maps predictions back to the scan's grid
 (:func:`from_model_plane`). A store is built once per (scans, label, normalization, size,
 code version) and reused; a changed input file (size or modification time) gives a new key
 and a rebuild. Stores are written into a temporary folder and renamed when complete.
+
+A store records the SHA-256 digest of each of its files (``meta.json``). Opening one checks
+the manifest's length and the arrays' byte sizes against its metadata, and every digest;
+:func:`build_slice_store` rebuilds a store that fails these checks (truncated, edited,
+incomplete, or written by an msnb that did not record digests), with a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +48,7 @@ __all__ = [
     "STORE_FORMAT",
     "SliceDataset",
     "SliceStore",
+    "SliceStoreError",
     "brain_slices",
     "build_slice_store",
     "compute_geometry",
@@ -53,6 +60,17 @@ __all__ = [
 ]
 
 STORE_FORMAT = 2  # bump when the store's layout, slicing or labels change (2: ISBI union)
+#: The array files of a store, with their element type.
+_ARRAYS = {"images.f32": np.float32, "masks.u8": np.uint8}
+
+
+class SliceStoreError(ValueError):
+    """A slice store on disk that is incomplete or damaged; the message names the file."""
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -257,21 +275,73 @@ class SliceStore:
         Per scan_id.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True):
+        """Open the store at ``path``.
+
+        Parameters
+        ----------
+        path : path-like
+        verify : bool, default True
+            Also compare every file's SHA-256 digest with the one recorded at build time
+            (reads the arrays once; sizes and the manifest are always checked).
+
+        Raises
+        ------
+        SliceStoreError
+            A file is missing, unreadable, of the wrong size, or differs from its digest.
+        """
         self.path = Path(path)
-        meta = json.loads((self.path / "meta.json").read_text())
+        meta = self._read_meta()
         self.key: str = meta["key"]
         self.size: int = meta["size"]
         self.label: str = meta["label"]
         self.normalizer_key: str = meta["normalizer"]
         self.geometries = {k: Geometry(**v) for k, v in meta["geometries"].items()}
-        self.manifest = pd.read_csv(
-            self.path / "manifest.csv", dtype={"subject": str, "timepoint": str, "center": str}
-        )
+        self._check_files(meta, verify=verify)
+        try:
+            self.manifest = pd.read_csv(
+                self.path / "manifest.csv", dtype={"subject": str, "timepoint": str, "center": str}
+            )
+        except (OSError, ValueError) as exc:
+            raise SliceStoreError(f"{self.path / 'manifest.csv'}: cannot read: {exc}") from exc
         n = len(self.manifest)
+        if n != meta["n_slices"]:
+            raise SliceStoreError(
+                f"{self.path / 'manifest.csv'}: {n} slices listed, {meta['n_slices']} stored"
+            )
         shape = (n, self.size, self.size)
         self.images = np.memmap(self.path / "images.f32", dtype=np.float32, mode="r", shape=shape)
         self.masks = np.memmap(self.path / "masks.u8", dtype=np.uint8, mode="r", shape=shape)
+
+    def _read_meta(self) -> dict:
+        file = self.path / "meta.json"
+        try:
+            meta = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise SliceStoreError(f"{file}: cannot read the store's metadata: {exc}") from exc
+        keys = ("key", "size", "label", "normalizer", "geometries", "n_slices", "digests")
+        missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise SliceStoreError(
+                f"{file}: no {', '.join(missing)} (incomplete, or built by an older msnb)"
+            )
+        return meta
+
+    def _check_files(self, meta: dict, *, verify: bool) -> None:
+        """Sizes of the arrays, then (``verify``) every file's digest."""
+        plane = int(meta["n_slices"]) * int(meta["size"]) ** 2
+        for name in [*_ARRAYS, "manifest.csv"]:
+            file = self.path / name
+            if not file.is_file():
+                raise SliceStoreError(f"{file}: missing")
+            if name in _ARRAYS:
+                expected = plane * np.dtype(_ARRAYS[name]).itemsize
+                if file.stat().st_size != expected:
+                    raise SliceStoreError(
+                        f"{file}: {file.stat().st_size} bytes, {expected} expected (truncated?)"
+                    )
+            if verify and _file_digest(file) != meta["digests"].get(name):
+                raise SliceStoreError(f"{file}: content differs from its recorded digest")
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -316,6 +386,9 @@ def build_slice_store(
 ) -> SliceStore:
     """Build (or reuse) the slice store of ``scans``.
 
+    A store already built for the same key is reused after :class:`SliceStore`'s checks
+    (sizes, manifest, digests); a damaged one is rebuilt, with a warning.
+
     Parameters
     ----------
     scans : sequence of Scan
@@ -349,11 +422,48 @@ def build_slice_store(
     )
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "slices"
     final = root / key
-    if (final / "meta.json").exists():
-        return SliceStore(final)
+    if final.exists():
+        try:
+            store = SliceStore(final)
+            if store.key == key:
+                return store
+            problem = f"{final / 'meta.json'}: key {store.key} is not the folder's"
+        except SliceStoreError as exc:
+            problem = str(exc)
+        warnings.warn(
+            f"slice store {final} cannot be reused ({problem}); rebuilding it", stacklevel=2
+        )
+    _write_store(
+        final,
+        scans,
+        key=key,
+        label=label,
+        size=size,
+        normalizer=normalizer,
+        min_brain_fraction=min_brain_fraction,
+        crop=crop,
+        progress=progress,
+    )
+    return SliceStore(final, verify=False)
+
+
+def _write_store(
+    final: Path,
+    scans: Sequence[Scan],
+    *,
+    key: str,
+    label: str,
+    size: int,
+    normalizer: Normalizer,
+    min_brain_fraction: float,
+    crop: str,
+    progress: bool,
+) -> None:
+    """Slice ``scans`` into a new store at ``final`` (atomically), with its digests."""
     from tqdm.auto import tqdm
 
     rows, geoms = [], {}
+    digests = {name: hashlib.sha256() for name in _ARRAYS}
     with atomic_path(final) as tmp:
         tmp.mkdir(parents=True)
         with open(tmp / "images.f32", "wb") as fimg, open(tmp / "masks.u8", "wb") as fmsk:
@@ -363,8 +473,13 @@ def build_slice_store(
                 zs = brain_slices(prep.brain, min_brain_fraction=min_brain_fraction)
                 img = to_model_plane(prep.image[:, :, zs], geom)
                 msk = to_model_plane(prep.label[:, :, zs].astype(np.float32), geom) >= 0.5
-                fimg.write(np.ascontiguousarray(np.moveaxis(img, 2, 0), dtype=np.float32).tobytes())
-                fmsk.write(np.ascontiguousarray(np.moveaxis(msk, 2, 0), dtype=np.uint8).tobytes())
+                for f, name, arr, dtype in (
+                    (fimg, "images.f32", img, np.float32),
+                    (fmsk, "masks.u8", msk, np.uint8),
+                ):
+                    data = np.ascontiguousarray(np.moveaxis(arr, 2, 0), dtype=dtype).tobytes()
+                    f.write(data)
+                    digests[name].update(data)
                 geoms[scan.scan_id] = asdict(geom)
                 rows += _manifest_rows(scan, zs, msk.sum(axis=(0, 1)), prep.brain[:, :, zs])
         pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
@@ -376,10 +491,14 @@ def build_slice_store(
             "format": STORE_FORMAT,
             "msnb": __version__,
             "scans": [s.scan_id for s in scans],
+            "n_slices": len(rows),
+            "digests": {
+                **{name: h.hexdigest() for name, h in digests.items()},
+                "manifest.csv": _file_digest(tmp / "manifest.csv"),
+            },
             "geometries": geoms,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    return SliceStore(final)
 
 
 def split_by_patient(

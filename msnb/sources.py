@@ -25,6 +25,7 @@ from pathlib import Path
 
 from msnb.datasets import DATASETS, Scan, load_scans
 from msnb.docs import fill_doc
+from msnb.nifti import check_output_dir
 from msnb.paths import outputs_root
 from msnb.phantom import PRESETS, generate_phantom
 
@@ -56,9 +57,16 @@ def ensure_phantom(preset: str = "tiny", seed: int = 0, *, progress: bool = Fals
         ``"tiny"``, ``"quick"`` or ``"standard"``.
     %(phantom_seed)s
     %(progress)s
+
+    Raises
+    ------
+    msnb.nifti.OutputError
+        The phantom is missing and its folder cannot be written (``MSNB_OUTPUTS`` is a file
+        or read-only); checked before generating.
     """
     root = phantom_root(preset, seed)
     if not (root / "phantom.json").exists():
+        check_output_dir(root, what="outputs folder (MSNB_OUTPUTS)")
         generate_phantom(root, preset=preset, seed=seed, progress=progress)
     return root
 
