@@ -14,8 +14,9 @@ LOCK_PYTHON := 3.11.7
 # e.g. LOCK_FLAGS=--upgrade (newest of everything) or LOCK_FLAGS="--upgrade-package pandas"
 LOCK_FLAGS ?=
 UV ?= $(BIN)/uv
-# Notebooks at once in `make study` (a Dask LocalCluster, one thread each): two 1-thread
-# jobs on 2 cores trained 1.17x faster than one 2-thread job here (benchmarks/parallel_jobs.py).
+# Notebooks at once in `make study` (from threads of the study process, each job's kernel
+# with one thread): two 1-thread jobs on 2 cores trained 1.17x faster than one 2-thread
+# job here (benchmarks/parallel_jobs.py).
 STUDY_JOBS ?= 2
 # glibc returning freed memory to the OS is costly on small VMs; keep it (1.5-2.4x faster training).
 export MALLOC_MMAP_MAX_ := 0

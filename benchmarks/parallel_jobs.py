@@ -8,7 +8,7 @@ Usage::
 Trains UNet++-resnet18 (bf16 autocast, as training does on a CPU with bf16 support) on
 random slices, first in one process with all cores, then in one single-threaded process
 per core at the same time, and prints the slices/s of each way and their ratio, measured in
-this one run. A study's local Dask workers share the cores (``OMP_NUM_THREADS`` is the
+this one run. A study's parallel jobs share the cores (``OMP_NUM_THREADS`` is the
 number of cores divided by ``--jobs``, see :mod:`msnb.study.runners`): one thread each for
 ``make study``'s 2 jobs on 2 cores.
 """

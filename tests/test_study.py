@@ -583,7 +583,7 @@ def test_failed_training_is_reported_and_its_evaluations_skipped(tmp_path, monke
 
 
 @pytest.mark.slow
-def test_tiny_study_on_a_dask_local_cluster(tmp_path):
+def test_tiny_study_with_two_jobs_at_once(tmp_path):
     import pandas as pd
 
     from msnb.study import run_study

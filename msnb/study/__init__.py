@@ -4,7 +4,7 @@ A study file names its datasets, the training settings and the experiments the w
 paper thinks about them (``single``, ``combinations``, ``labels``, ``ablations``).
 :func:`expand_study` turns it into one training job per distinct training configuration and
 one evaluation job per (model, test dataset); :func:`run_study` executes them with
-papermill, sequentially or on a Dask distributed cluster, skipping jobs whose results exist
+papermill, sequentially, several at once or on a Dask distributed cluster, skipping jobs whose results exist
 for the same parameters, and gathers every metrics file into ``results.csv``.
 
 Example (see ``parameters/quick.yaml``)::
@@ -34,7 +34,8 @@ Modules, in the order a study runs:
 - :mod:`~msnb.study.jobs`: :class:`JobSpec` (notebook, parameters, digest, record),
   :func:`job_specs`, :func:`run_job`;
 - :mod:`~msnb.study.notebooks`: :func:`execute_notebook`, the one papermill runner;
-- :mod:`~msnb.study.runners`: jobs one after the other or on a Dask cluster;
+- :mod:`~msnb.study.runners`: jobs one after the other, several at once from threads, or on
+  a Dask scheduler;
 - :mod:`~msnb.study.results`: ``results.csv`` and the analyses run on it;
 - :mod:`~msnb.study.reporting`: ``report.html``;
 - :mod:`~msnb.study.run`: :func:`run_study`, end to end, with ``timings.json``;

@@ -13,8 +13,15 @@ def register_cli(sub) -> None:
     """Add the ``study`` subcommand to ``sub`` (the ``msnb`` subparsers)."""
     p = sub.add_parser("study", help="run a study grid (papermill over dataset pairs)")
     p.add_argument("file", help="study YAML file, e.g. parameters/quick.yaml")
-    p.add_argument("--jobs", type=int, default=1, help="jobs at once on a Dask LocalCluster")
-    p.add_argument("--scheduler", help="address of a Dask distributed scheduler")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="jobs at once (each notebook in its own kernel; no network port)",
+    )
+    p.add_argument(
+        "--scheduler", help="address of your Dask distributed scheduler (e.g. tcp://head-node:8786)"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",

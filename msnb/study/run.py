@@ -41,7 +41,7 @@ from msnb.sources import phantom_root, resolve_dataset, resolve_datasets
 from msnb.study.jobs import JobSpec, job_result, job_specs, read_job_record, run_job
 from msnb.study.reporting import write_study_report
 from msnb.study.results import analysis_specs, estimate, gather_results
-from msnb.study.runners import run_jobs
+from msnb.study.runners import check_scheduler, run_jobs
 from msnb.study.spec import Study, StudyError, check_dataset_roots, load_study
 
 __all__ = [
@@ -76,7 +76,8 @@ def run_study(
     ----------
     study : Study or path to its YAML file
     jobs : int, default 1
-        Jobs at once; more than 1 starts a Dask ``LocalCluster`` on loopback.
+        Jobs at once, each in its own kernel, started from threads of this process (no
+        network port).
     scheduler : str, optional
         Address of an existing Dask distributed scheduler (overrides ``jobs``).
     dry_run : bool, default False
@@ -102,7 +103,8 @@ def run_study(
     Raises
     ------
     StudyError
-        A folder dataset's root is missing or not a readable folder (checked first).
+        A folder dataset's root is missing or not a readable folder (checked first), or no
+        Dask scheduler answers at ``scheduler``.
     PathEscapeError
         A job would write outside the study's folder (a name with ``..`` or ``/``).
     msnb.files.LockedError
@@ -115,6 +117,8 @@ def run_study(
     if dry_run:
         return _dry_run(study)
     check_dataset_roots(study)  # before phantoms are generated or any job starts
+    if scheduler is not None:
+        check_scheduler(scheduler)  # one line within a few seconds, before any work
     with study_lock(study) as holder:
         clean_stale_temporaries(study.out_dir, recursive=True, any_writer=True)
         clean_stale_temporaries(cache_root() / "slices")

@@ -1,21 +1,38 @@
-"""Running a study's jobs: one after the other, or on a Dask distributed cluster.
+"""Running a study's jobs: one after the other, several at once, or on a Dask cluster.
 
-An evaluation runs after the training it depends on and is skipped (a ``"skipped"``
-:func:`~msnb.study.jobs.job_result`) when that training failed. On a cluster, Dask decides
-what runs when; a local cluster runs one single-threaded worker per job slot.
+Every job runs in a Jupyter kernel of its own (a process), so running several at once needs
+no scheduler process: :func:`run_parallel` keeps up to ``jobs`` of them going from threads of
+the study process, and opens no network port (the kernels talk over Unix sockets, see
+:mod:`msnb.study.notebooks`). An evaluation runs after the training it depends on and is
+skipped (a ``"skipped"`` :func:`~msnb.study.jobs.job_result`) when that training failed.
+On a user's Dask distributed scheduler (``scheduler``), Dask decides what runs when.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from msnb.study.jobs import JobSpec, job_result, run_job
+from msnb.study.notebooks import kernel_environment
+from msnb.study.spec import StudyError
 
-__all__ = ["run_distributed", "run_jobs", "run_sequential"]
+__all__ = [
+    "SCHEDULER_TIMEOUT",
+    "check_scheduler",
+    "run_distributed",
+    "run_jobs",
+    "run_parallel",
+    "run_sequential",
+]
 
 OnStart = Callable[[JobSpec], None]
 OnDone = Callable[[dict], None]
+
+SCHEDULER_TIMEOUT = 5.0  # seconds a --scheduler address has to answer
 
 
 def run_jobs(
@@ -33,7 +50,7 @@ def run_jobs(
     ----------
     pending : list of JobSpec
     jobs : int, default 1
-        Jobs at once; more than 1 starts a Dask ``LocalCluster`` on loopback.
+        Jobs at once, each in its own kernel, started from threads of this process.
     scheduler : str, optional
         Address of an existing Dask distributed scheduler (overrides ``jobs``).
     gpu_training : bool, default False
@@ -45,19 +62,25 @@ def run_jobs(
     -------
     list of dict
         The jobs' :func:`~msnb.study.jobs.job_result`, in the order they ended.
+
+    Raises
+    ------
+    StudyError
+        No Dask scheduler answers at ``scheduler`` (nothing has run).
     """
     on_start = on_start or (lambda spec: None)
     on_done = on_done or (lambda result: None)
-    if scheduler is None and jobs <= 1:
+    if scheduler is not None:
+        return run_distributed(
+            pending,
+            scheduler=scheduler,
+            gpu_training=gpu_training,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    if jobs <= 1:
         return run_sequential(pending, on_start=on_start, on_done=on_done)
-    return run_distributed(
-        pending,
-        jobs=jobs,
-        scheduler=scheduler,
-        gpu_training=gpu_training,
-        on_start=on_start,
-        on_done=on_done,
-    )
+    return run_parallel(pending, jobs=jobs, on_start=on_start, on_done=on_done)
 
 
 def run_sequential(pending: list[JobSpec], *, on_start: OnStart, on_done: OnDone) -> list[dict]:
@@ -77,29 +100,73 @@ def run_sequential(pending: list[JobSpec], *, on_start: OnStart, on_done: OnDone
     return results
 
 
+def run_parallel(
+    pending: list[JobSpec], *, jobs: int, on_start: OnStart, on_done: OnDone
+) -> list[dict]:
+    """Run up to ``jobs`` jobs at once, from threads of this process (see :func:`run_jobs`).
+
+    A job starts, in ``pending``'s order, as soon as a slot is free and the job it depends on
+    (when that one is in ``pending``) has ended; it is skipped if that job did not succeed.
+    Jobs run in a copy of the caller's context (its context variables). Each kernel gets
+    its share of the cores (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) and glibc's allocator
+    settings (:func:`_kernel_env`).
+    """
+    env = _kernel_env(jobs)
+    names = {s.name for s in pending}
+    waiting = list(pending)
+    ended: dict[str, str] = {}  # job name -> status
+    running: dict[Future, JobSpec] = {}
+    results: list[dict] = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="msnb-job") as pool:
+        while waiting or running:
+            while len(running) < jobs:
+                spec = next(
+                    (s for s in waiting if s.depends_on not in names or s.depends_on in ended),
+                    None,
+                )
+                if spec is None:
+                    break
+                waiting.remove(spec)
+                if ended.get(spec.depends_on, "ok") != "ok":
+                    res = _skipped(spec, spec.depends_on)
+                    ended[spec.name] = res["status"]
+                    results.append(res)
+                    on_done(res)
+                    continue
+                on_start(spec)
+                # in a copy of the caller's context: its context variables (the write roots
+                # of msnb.files.restrict_writes) hold in the job's thread too
+                context = contextvars.copy_context()
+                running[pool.submit(context.run, _run_with_env, spec, env)] = spec
+            if not running:
+                if waiting:  # only a dependency cycle gets here
+                    raise RuntimeError(f"jobs wait on each other: {[s.name for s in waiting]}")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                res = future.result()
+                ended[running.pop(future).name] = res["status"]
+                results.append(res)
+                on_done(res)
+    return results
+
+
 def run_distributed(
     pending: list[JobSpec],
     *,
-    jobs: int,
-    scheduler: str | None,
+    scheduler: str,
     gpu_training: bool,
     on_start: OnStart,
     on_done: OnDone,
 ) -> list[dict]:
-    """Run the jobs on a Dask cluster: a new ``LocalCluster`` or ``scheduler``'s."""
-    from dask.distributed import Client, LocalCluster, as_completed  # heavy, only when used
+    """Run the jobs on the Dask distributed cluster of ``scheduler`` (see :func:`run_jobs`)."""
+    from dask.distributed import Client, as_completed  # heavy, only when used
 
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=jobs,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            env=_worker_env(jobs),
-        )
-    client = Client(cluster if cluster is not None else scheduler)
+    check_scheduler(scheduler)
+    try:
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
+    except OSError as exc:
+        raise StudyError(f"--scheduler {scheduler}: {_one_line(exc)}") from None
     results: list[dict] = []
     try:
         futures = {}
@@ -114,8 +181,8 @@ def run_distributed(
                 pure=False,
                 resources=resources,
             )
-        # Dask decides what runs when; count as running one job per worker slot.
-        slots = jobs if scheduler is None else max(len(client.scheduler_info()["workers"]), 1)
+        # Dask decides what runs when; count as running one job per worker.
+        slots = max(len(client.scheduler_info()["workers"]), 1)
         for spec in pending[:slots]:
             on_start(spec)
         for i, fut in enumerate(as_completed(list(futures.values()))):
@@ -126,13 +193,57 @@ def run_distributed(
                 on_start(pending[slots + i])
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
     return results
+
+
+def check_scheduler(address: str, *, timeout: float = SCHEDULER_TIMEOUT) -> None:
+    """Raise a :class:`StudyError` naming ``address`` unless a Dask scheduler answers there.
+
+    Connects the way a Dask client does (with the TLS settings of the Dask configuration for
+    a ``tls://`` address) and closes the connection again.
+
+    Parameters
+    ----------
+    address : str
+        e.g. ``tcp://head-node:8786``.
+    timeout : float, default SCHEDULER_TIMEOUT
+        Seconds to wait for an answer.
+    """
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def probe() -> None:
+        args = Security().get_connection_args("client")
+        comm = await connect(address, timeout=timeout, **args)
+        await comm.close()
+
+    # A thread of its own: asyncio.run refuses to run inside a running loop (a notebook's).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            pool.submit(asyncio.run, probe()).result()
+        except ValueError as exc:
+            raise StudyError(
+                f"--scheduler {address}: not a Dask address ({_one_line(exc)})"
+            ) from None
+        except OSError as exc:
+            raise StudyError(
+                f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s "
+                f"({_one_line(exc)})"
+            ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _skipped(spec: JobSpec, training: str) -> dict:
     return job_result(spec, "skipped", error=f"training {training} failed")
+
+
+def _run_with_env(spec: JobSpec, env: dict[str, str]) -> dict:
+    """Thread task of :func:`run_parallel`: run ``spec`` with ``env`` added to its kernel's."""
+    with kernel_environment(env):
+        return run_job(spec)
 
 
 def _run_after(spec: JobSpec, deps: list[dict]) -> dict:
@@ -143,8 +254,8 @@ def _run_after(spec: JobSpec, deps: list[dict]) -> dict:
     return run_job(spec)
 
 
-def _worker_env(jobs: int) -> dict[str, str]:
-    """Environment of a local Dask worker: its share of the cores, glibc's allocator tuned."""
+def _kernel_env(jobs: int) -> dict[str, str]:
+    """Environment added to each job's kernel: its share of the cores, glibc's allocator tuned."""
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     return {
         "OMP_NUM_THREADS": str(threads),
