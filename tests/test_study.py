@@ -156,6 +156,28 @@ def test_paper_study_is_the_papers_grid(tmp_path):
     assert study.datasets["3dmrms"]["n4"] and "n4" not in study.datasets["isbi2015"]
 
 
+def test_standard_study_is_the_paper_grid_with_three_seeds_but_the_ablations(tmp_path):
+    from msnb.phantom.config import make_config
+    from msnb.phantom.layout import scan_tasks
+
+    study = load_study(parameters_dir() / "standard.yaml", out_root=tmp_path)
+    trains, evals = expand_study(study)
+    # 3 x (4 single + 4 combinations + rater1 + rater2) + 8 linear + 8 unet at seed 0
+    assert len(trains) == 3 * (4 + 4 + 2) + 8 + 8 and len(evals) == 3 * (12 + 7 + 6) + 19 + 19
+    for t in trains:
+        ablated = t.settings["normalization"] == "linear" or t.settings["architecture"] == "unet"
+        assert (t.settings["seed"] == 0) if ablated else t.settings["seed"] in (0, 1, 2)
+    assert all(spec["phantom"] == "standard" for spec in study.datasets.values())
+    assert not any(t.settings["normalization_reference"] == "training" for t in trains)
+    # the paper's template patient exists in the standard phantom
+    subject = study.training["template"].split("/")[1]
+    scans = {(t.dataset, t.subject) for t in scan_tasks(make_config("standard"), 0)}
+    assert ("msseg2016_train", subject) in scans and subject == "08_03"
+    # the header's counts are the expansion's
+    header = (parameters_dir() / "standard.yaml").read_text().split("name:")[0]
+    assert f"{len(trains)} trainings and {len(evals)} evaluations" in header.replace("\n# ", " ")
+
+
 def test_replicates_are_their_own_jobs_and_the_first_seed_keeps_its_id(tmp_path):
     quick = yaml.safe_load((parameters_dir() / "quick.yaml").read_text())["experiments"]
     path = write_study(
