@@ -5,8 +5,8 @@ Usage::
     MSNB_OUTPUTS=/tmp/study-bench .venv/bin/python benchmarks/study_wall.py parameters/quick.yaml [--jobs 2]
 
 Runs ``msnb study FILE`` in a subprocess with the allocator settings of the Makefile,
-samples the resident memory of the whole process tree (the runner, papermill's kernels,
-Dask workers) every half second with psutil (an ipykernel dependency), and prints the wall
+samples the resident memory of the whole process tree (the runner and papermill's
+kernels) every half second with psutil (an ipykernel dependency), and prints the wall
 time, the peak memory of the tree and of its largest process, and the stage times the study
 wrote to ``<outputs>/<study>/timings.json``. Run it on an empty ``MSNB_OUTPUTS`` to time a
 fresh machine's ``make study`` (phantom generation included).

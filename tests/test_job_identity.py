@@ -310,3 +310,35 @@ def test_paths_in_the_identity_are_relative_to_the_longest_root(monkeypatch, tmp
         "dataset_specs": {"a": {"root": "{data:a}/", "options": {}}},
         "epochs": 2,
     }
+
+
+def _analysis_digests(folder: Path) -> dict[str, str]:
+    """Digests of the statistics and agreement jobs of the template study under ``folder``
+    (a ``results.csv`` written in its outputs)."""
+    from msnb.study.results import analysis_specs
+
+    path = _template_study(folder, folder / "msseg", folder / "3dmrms", "08_01")
+    study = load_study(path, out_root=folder / "out")
+    datasets = resolve_datasets(list(study.datasets), specs=study.datasets)
+    csv = study.out_dir / "results.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    if not csv.exists():
+        csv.write_text("model_id,dice\nm,0.5\n")
+    return {s.name: s.digest for s in analysis_specs(study, datasets, csv)}
+
+
+def test_statistics_and_agreement_keep_their_records_when_moved_and_follow_their_data(
+    tmp_path, tmp_path_factory, msseg_root, mrms_root
+):
+    before = _analysis_digests(tmp_path)
+    assert "statistics" in before and any(n.startswith("agreement-") for n in before)
+    copy = tmp_path_factory.mktemp("copy") / "study"
+    shutil.copytree(tmp_path, copy)
+    assert _analysis_digests(copy) == before
+    # an agreement notebook reads its dataset's rater masks: a changed file reruns it only
+    agreement = next(n for n in before if n.startswith("agreement-"))
+    masks = sorted((tmp_path / "msseg" / "Training").rglob("*.nii*"))
+    mask = next(p for p in masks if "Consensus" in p.name)
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    after = _analysis_digests(tmp_path)
+    assert after[agreement] != before[agreement] and after["statistics"] == before["statistics"]

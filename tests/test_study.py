@@ -436,7 +436,8 @@ def test_template_scan_and_n4_reach_the_training_jobs(tmp_path, msseg_root, mrms
 def test_missing_template_scan_names_it(tmp_path, msseg_root, mrms_root):
     study = load_study(_template_study(tmp_path, msseg_root, mrms_root, "08_03"), out_root=tmp_path)
     datasets = resolve_datasets(list(study.datasets), specs=study.datasets)
-    with pytest.raises(StudyError, match=r"template\.yaml: template: .*'msseg2016_train'") as info:
+    match = r"template\.yaml:\d+: training\.template: .*'msseg2016_train'"  # with its line
+    with pytest.raises(StudyError, match=match) as info:
         job_specs(study, datasets)
     assert "'08_03'" in str(info.value) and "01_01" in str(info.value)
     assert job_specs(study)[0].parameters["template"] == "?msseg2016_train/08_03/01"  # dry run

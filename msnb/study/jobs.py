@@ -37,7 +37,7 @@ from msnb.paths import notebooks_dir
 from msnb.sources import find_scan
 from msnb.study.grid import EvalJob, TrainJob, expand_study
 from msnb.study.notebooks import execute_notebook
-from msnb.study.spec import SET_ONLY_KEYS, TRAINING_DEFAULTS, Study, StudyError
+from msnb.study.spec import SET_ONLY_KEYS, TRAINING_DEFAULTS, Study
 
 __all__ = [
     "AGREEMENT_NOTEBOOK",
@@ -547,4 +547,4 @@ def _templates(study: Study, trains: list[TrainJob], datasets: dict | None) -> d
     try:
         return {i: template_parameters(i, datasets) for i in sorted(ids)}
     except ValueError as exc:
-        raise StudyError(f"{study.path}: template: {exc}") from exc
+        raise study.error("training.template", str(exc)) from exc

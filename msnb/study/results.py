@@ -20,7 +20,9 @@ from msnb.study.jobs import (
     AGREEMENT_NOTEBOOK,
     STATS_NOTEBOOK,
     JobSpec,
+    dataset_identity,
     file_digest,
+    job_roots,
     job_specs,
     notebook_job,
 )
@@ -150,8 +152,10 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
 
     Statistics read ``results.csv``; agreement runs once per dataset with several raters
     (reading ``results.csv`` for Table 5 on the ``labels`` experiment's dataset). Each job's
-    digest includes that of ``results.csv`` where it reads it, so an unchanged study does not
-    rerun them. Missing notebooks are left out.
+    digest includes that of ``results.csv`` where it reads it and an agreement job's that of
+    its dataset (:func:`msnb.study.jobs.dataset_identity`), with paths relative to the study's
+    folder and the dataset's root, so an unchanged (or moved) study does not rerun them.
+    Missing notebooks are left out.
 
     Raises
     ------
@@ -172,6 +176,7 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
                 folder,
                 parameters,
                 inputs=csv_digest,
+                roots=job_roots(study),
             )
         )
     if not (notebooks_dir() / AGREEMENT_NOTEBOOK).exists():
@@ -193,7 +198,11 @@ def analysis_specs(study: Study, datasets: dict[str, dict], results_csv: Path) -
                 AGREEMENT_NOTEBOOK,
                 folder,
                 parameters,
-                inputs=csv_digest if uses_results else None,
+                inputs={
+                    "data": dataset_identity(datasets[name]),
+                    **(csv_digest if uses_results else {}),
+                },
+                roots=job_roots(study, datasets, [name]),
             )
         )
     return specs
