@@ -96,6 +96,11 @@ def _check_roots(path: Path, root: str | os.PathLike | None) -> None:
     )
 
 
+def write_roots() -> tuple[Path, ...] | None:
+    """The roots :func:`restrict_writes` set in this context (None: no restriction)."""
+    return _WRITE_ROOTS.get()
+
+
 @contextlib.contextmanager
 def restrict_writes(*roots: str | os.PathLike) -> Iterator[None]:
     """Within the block, :func:`atomic_path` refuses any target outside ``roots``.

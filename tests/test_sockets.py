@@ -3,7 +3,7 @@ fails fast and clearly when nobody answers at that address."""
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import json
 import os
 import socket
@@ -18,6 +18,7 @@ import yaml
 from test_study import _tiny_study
 
 from msnb.cli import main as msnb_main
+from msnb.files import restrict_writes, write_roots
 from msnb.paths import outputs_root, parameters_dir
 from msnb.study import JobSpec, StudyError, job_result, load_study, runners
 
@@ -200,9 +201,6 @@ def test_parallel_job_kernels_get_their_thread_share_and_folder(tmp_path, monkey
         assert probe["ports"] == ([probe["pipe"]] if probe["pipe"] else [])
 
 
-CALLER = contextvars.ContextVar("caller", default=None)
-
-
 def _fake_run_job(log: list, fail: set, pause: float = 0.05):
     lock = threading.Lock()
     running = [0]
@@ -211,7 +209,7 @@ def _fake_run_job(log: list, fail: set, pause: float = 0.05):
         with lock:
             running[0] += 1
             log.append(("start", spec.name, running[0]))
-            log.append(("context", spec.name, CALLER.get()))
+            log.append(("context", spec.name, write_roots()))
         time.sleep(pause)
         with lock:
             running[0] -= 1
@@ -238,20 +236,17 @@ def test_parallel_runner_keeps_dependencies_and_skips_after_a_failed_training(
         _spec("e0", nb, out, kind="eval", depends_on="t0"),  # its training was done before
     ]
     started, done = [], []
-    token = CALLER.set("study")  # e.g. msnb.files.restrict_writes's roots
-    try:
+    with restrict_writes(out):  # the caller's write roots hold in the job threads
         results = runners.run_jobs(
             pending, jobs=2, on_start=lambda s: started.append(s.name), on_done=done.append
         )
-    finally:
-        CALLER.reset(token)
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {s.name for s in pending} and len(results) == len(pending)
     assert by_name["e2a"]["status"] == "skipped" and "t2" in by_name["e2a"]["error"]
     assert by_name["t2"]["status"] == "failed"
     assert all(by_name[n]["status"] == "ok" for n in ("t1", "t3", "e1a", "e1b", "e0"))
     ran = [name for kind, name, _ in log if kind == "start"]
-    assert {value for kind, _, value in log if kind == "context"} == {"study"}
+    assert {value for kind, _, value in log if kind == "context"} == {(out,)}
     assert "e2a" not in ran and sorted(started) == sorted(ran)
     assert done == results  # every result reported once, in the order they ended
     assert max(n for kind, _, n in log if kind == "start") == 2  # two at once, never more
@@ -300,3 +295,25 @@ def test_cli_names_the_unreachable_scheduler_and_runs_nothing(
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and err[0].startswith(f"msnb study: error: --scheduler {address}: ")
     assert not list((outputs_root() / "scheduler_probe").rglob("*.ipynb"))
+
+
+def test_parallel_jobs_each_drive_their_own_event_loop(tmp_path, monkeypatch):
+    """A notebook run earlier in the calling thread leaves jupyter_core's event loop in the
+    caller's context; two jobs at once must not both drive that loop (papermill in each job
+    thread uses jupyter_core.utils.run_sync, as here)."""
+    from jupyter_core.utils import ensure_event_loop, run_sync
+
+    ensure_event_loop()  # as a notebook run in this thread (an earlier test, a notebook) does
+
+    async def _work() -> str:
+        await asyncio.sleep(0.2)
+        return "ok"
+
+    def job(spec):
+        return job_result(spec, run_sync(_work)())
+
+    monkeypatch.setattr(runners, "run_job", job)
+    nb, out = tmp_path / "x.ipynb", tmp_path / "out"
+    pending = [_spec(f"t{i}", nb, out) for i in range(4)]
+    results = runners.run_jobs(pending, jobs=2, on_start=lambda s: None, on_done=lambda r: None)
+    assert [r["status"] for r in results] == ["ok"] * 4

@@ -592,6 +592,9 @@ def test_failed_training_is_reported_and_its_evaluations_skipped(tmp_path, monke
 
     monkeypatch.setenv("MSNB_DATA", str(tmp_path / "nothing"))
     spec = yaml.safe_load((parameters_dir() / "tiny.yaml").read_text())
+    # a folder without scans: it passes the roots check (a missing root is refused before any
+    # job: test_spec_validation.py), and its training notebook fails
+    (tmp_path / "absent").mkdir()
     spec["datasets"]["3dmrms"] = {"adapter": "3dmrms", "root": str(tmp_path / "absent")}
     spec["experiments"] = {"single": ["msseg2016_train", "3dmrms"]}
     path = tmp_path / "broken.yaml"

@@ -11,11 +11,14 @@ On a user's Dask distributed scheduler (``scheduler``), Dask decides what runs w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from msnb.files import restrict_writes, write_roots
 from msnb.study.jobs import JobSpec, job_result, run_job
 from msnb.study.notebooks import kernel_environment
 from msnb.study.spec import StudyError
@@ -107,7 +110,8 @@ def run_parallel(
 
     A job starts, in ``pending``'s order, as soon as a slot is free and the job it depends on
     (when that one is in ``pending``) has ended; it is skipped if that job did not succeed.
-    Jobs run in a copy of the caller's context (its context variables). Each kernel gets
+    Jobs run with the caller's write roots (:func:`msnb.files.restrict_writes`), each
+    thread in a context of its own (:func:`_in_thread_context`). Each kernel gets
     its share of the cores (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) and glibc's allocator
     settings (:func:`_kernel_env`).
     """
@@ -134,10 +138,8 @@ def run_parallel(
                     on_done(res)
                     continue
                 on_start(spec)
-                # in a copy of the caller's context: its context variables (the write roots
-                # of msnb.files.restrict_writes) hold in the job's thread too
-                context = contextvars.copy_context()
-                running[pool.submit(context.run, _run_with_env, spec, env)] = spec
+                roots = write_roots()  # msnb.files.restrict_writes holds in the job too
+                running[pool.submit(_in_thread_context, _run_with_env, spec, env, roots)] = spec
             if not running:
                 if waiting:  # only a dependency cycle gets here
                     raise RuntimeError(f"jobs wait on each other: {[s.name for s in waiting]}")
@@ -240,9 +242,28 @@ def _skipped(spec: JobSpec, training: str) -> dict:
     return job_result(spec, "skipped", error=f"training {training} failed")
 
 
-def _run_with_env(spec: JobSpec, env: dict[str, str]) -> dict:
-    """Thread task of :func:`run_parallel`: run ``spec`` with ``env`` added to its kernel's."""
-    with kernel_environment(env):
+_THREAD = threading.local()
+
+
+def _in_thread_context(fn, *args):
+    """Call ``fn(*args)`` in this thread's own :class:`contextvars.Context`, one per thread.
+
+    Not a copy of the caller's: libraries keep per-context state there, such as
+    jupyter_core's event loop (``jupyter_core.utils.ensure_event_loop``), and two job threads
+    running in copies of a context whose loop was set (by a notebook run earlier in the
+    calling thread) would both drive that one loop ("This event loop is already running").
+    """
+    context = getattr(_THREAD, "context", None)
+    if context is None:
+        context = _THREAD.context = contextvars.Context()
+    return context.run(fn, *args)
+
+
+def _run_with_env(spec: JobSpec, env: dict[str, str], roots: tuple | None = None) -> dict:
+    """Thread task of :func:`run_parallel`: run ``spec`` with ``env`` added to its kernel's,
+    its writes restricted to ``roots`` (the caller's :func:`msnb.files.restrict_writes`)."""
+    restrict = restrict_writes(*roots) if roots is not None else contextlib.nullcontext()
+    with restrict, kernel_environment(env):
         return run_job(spec)
 
 
