@@ -301,13 +301,13 @@ def test_parallel_jobs_each_drive_their_own_event_loop(tmp_path, monkeypatch):
     """A notebook run earlier in the calling thread leaves jupyter_core's event loop in the
     caller's context; two jobs at once must not both drive that loop (papermill in each job
     thread uses jupyter_core.utils.run_sync, as here)."""
-    from jupyter_core.utils import ensure_event_loop, run_sync
-
-    ensure_event_loop()  # as a notebook run in this thread (an earlier test, a notebook) does
+    from jupyter_client.utils import run_sync  # jupyter_core's, as papermill's client uses
 
     async def _work() -> str:
         await asyncio.sleep(0.2)
         return "ok"
+
+    assert run_sync(_work)() == "ok"  # as a notebook run in this thread (a test, a user) does
 
     def job(spec):
         return job_result(spec, run_sync(_work)())
