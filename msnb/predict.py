@@ -383,17 +383,7 @@ def segment_file(
         ).data
     pred = predict_volume(flair, bundle, brain=brain, batch_size=batch_size, device=device)
     table = lesion_table(pred.mask, pred.affine)
-    stem = _output_stem(flair_path)
-    paths = {"mask": out / f"{stem}_lesions.nii.gz"}
-    if probabilities:
-        paths["probability"] = out / f"{stem}_probability.nii.gz"
-    paths["table"] = out / f"{stem}_lesions.csv"
-    writers = {
-        "mask": lambda tmp: save_mask(pred.mask_canonical, flair, tmp),
-        "probability": lambda tmp: save_image(pred.probability_canonical, flair, tmp),
-        "table": lambda tmp: table.to_csv(tmp, index=False, float_format="%.3f"),
-    }
-    _write_all(paths, writers)
+    paths = _write_outputs(out / _output_stem(flair_path), flair, pred, table, probabilities)
     return {
         "input": str(flair_path),
         "mask": str(paths["mask"]),
@@ -404,6 +394,23 @@ def segment_file(
         "seconds": time.perf_counter() - t0,
         "steps": pred.seconds,
     }
+
+
+def _write_outputs(base: Path, flair, pred, table, probabilities: bool) -> dict[str, Path]:
+    """Write ``<base>_lesions.nii.gz``, ``<base>_lesions.csv`` and, with ``probabilities``,
+    ``<base>_probability.nii.gz`` on ``flair``'s grid, all or none (:func:`_write_all`);
+    returns their paths by role."""
+    paths = {"mask": base.parent / f"{base.name}_lesions.nii.gz"}
+    if probabilities:
+        paths["probability"] = base.parent / f"{base.name}_probability.nii.gz"
+    paths["table"] = base.parent / f"{base.name}_lesions.csv"
+    writers = {
+        "mask": lambda tmp: save_mask(pred.mask_canonical, flair, tmp),
+        "probability": lambda tmp: save_image(pred.probability_canonical, flair, tmp),
+        "table": lambda tmp: table.to_csv(tmp, index=False, float_format="%.3f"),
+    }
+    _write_all(paths, writers)
+    return paths
 
 
 def _write_all(paths: dict, writers: dict) -> None:

@@ -42,7 +42,12 @@ __all__ = [
 SCAN_DTYPES = {"subject": str, "timepoint": str, "center": str}
 
 
-def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Path | None:
+def gather_results(
+    study: Study,
+    datasets: dict[str, dict] | None = None,
+    *,
+    specs: list[JobSpec] | None = None,
+) -> Path | None:
     """Concatenate every evaluation's per-scan metrics into ``<out>/results.csv`` (atomic).
 
     Only evaluations whose job record is complete are included, so no partial row appears;
@@ -58,6 +63,9 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
     datasets : dict, optional
         Resolved datasets, to find the training scans' centers (else ``train_centers`` is
         empty).
+    specs : list of JobSpec, optional
+        The study's jobs, as :func:`msnb.study.jobs.job_specs` gives them for ``datasets``
+        (a run passes the ones it built, so the datasets' identities are not read again).
 
     Returns
     -------
@@ -68,11 +76,12 @@ def gather_results(study: Study, datasets: dict[str, dict] | None = None) -> Pat
 
     frames = []
     cache: dict = {}
-    for spec in job_specs(study, datasets):
+    for spec in specs if specs is not None else job_specs(study, datasets):
+        if spec.kind != "eval":
+            continue
         # with the datasets, only evaluations whose record matches what they would run now
         # (a model retrained after a failed retraining keeps no stale rows)
-        done = spec.is_done() if datasets is not None else spec.record.exists()
-        if spec.kind != "eval" or not done:
+        if not (spec.is_done() if datasets is not None else spec.record.exists()):
             continue
         rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
         if rows is not None:

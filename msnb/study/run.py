@@ -149,10 +149,9 @@ def _run_locked(
     timings: dict[str, float] = {}
     with timed(timings, "datasets"):
         datasets = resolve_datasets(list(study.datasets), specs=study.datasets, progress=progress)
-    specs = job_specs(study, datasets)
-    check_job_paths(specs, study.out_dir)
-    if only is not None:
-        specs = [s for s in specs if s.name in set(only)]
+    all_specs = job_specs(study, datasets)
+    check_job_paths(all_specs, study.out_dir)
+    specs = all_specs if only is None else [s for s in all_specs if s.name in set(only)]
     with restrict_writes(study.out_dir, cache_root()):
         results, skipped = _run_grid(
             study, specs, jobs=jobs, scheduler=scheduler, progress=progress, timings=timings
@@ -161,7 +160,7 @@ def _run_locked(
             r["notebook"] = None if r["status"] == "skipped" else r["notebook"]
         failed = [r for r in results if r["status"] != "ok"]
         with timed(timings, "results"):
-            csv = gather_results(study, datasets)
+            csv = gather_results(study, datasets, specs=all_specs)
         analyses = (
             _run_analyses(study, datasets, csv, timings) if statistics and csv is not None else []
         )
