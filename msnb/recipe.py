@@ -120,6 +120,7 @@ RANGES: dict[str, Range] = {
     "num_threads": Range(1),
     "time_budget_s": Range(0),
     "max_slices_per_epoch": Range(1),
+    "max_val_slices": Range(1),
     "min_brain_fraction": Range(0, 1, open_high=True, what="a fraction"),
     "foreground_fraction": Range(0, 1, what="a share"),
     "lr_step_epochs": Range(1),
@@ -216,6 +217,11 @@ class TrainConfig:
         Stop training (cleanly, after the current batch, then validate) when exceeded.
     max_slices_per_epoch : int or None, default None
         Random subset of training slices per epoch (for quick runs).
+    max_val_slices : int or None, default None
+        Validate on a fixed subset of at most this many validation slices: evenly spaced
+        in the slice store's order (patient, scan, then axial position), so it spans every
+        validation patient and the brain's height and is the same at every epoch; None
+        validates on every validation slice (the paper).
     min_brain_fraction : float, default 0.05
         Slices kept (see :func:`msnb.slices.brain_slices`); 0 keeps every slice with any
         brain voxel (the paper).
@@ -271,6 +277,7 @@ class TrainConfig:
     num_threads: int | None = None
     time_budget_s: float | None = None
     max_slices_per_epoch: int | None = None
+    max_val_slices: int | None = None
     min_brain_fraction: float = 0.05
     slice_crop: str = "brain"
     foreground_fraction: float = 0.0
@@ -308,7 +315,7 @@ class TrainConfig:
         """Build from a notebook's parameters (e.g. ``globals()``).
 
         Unknown names are ignored; for the optional settings (``encoder_weights``,
-        ``time_budget_s``, ``max_slices_per_epoch``, ``num_threads``, ``lr_step_epochs``,
+        ``time_budget_s``, ``max_slices_per_epoch``, ``max_val_slices``, ``num_threads``, ``lr_step_epochs``,
         ``template``, ``template_brain_mask``) an empty string or 0 means None, so that
         notebook parameters can keep a type-evident literal.
         """
@@ -316,6 +323,7 @@ class TrainConfig:
             "encoder_weights",
             "time_budget_s",
             "max_slices_per_epoch",
+            "max_val_slices",
             "num_threads",
             "lr_step_epochs",
             "template",

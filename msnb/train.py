@@ -98,6 +98,7 @@ class TrainResult:
     def summary(self) -> dict:
         """Numbers for ``metrics.json``."""
         h = self.history
+        val = self.store.indices_for(self.val_patients)
         return {
             "best_epoch": self.best_epoch,
             "best_val_dice": self.best_val_dice,
@@ -107,7 +108,8 @@ class TrainResult:
             "train_patients": len(self.train_patients),
             "val_patients": len(self.val_patients),
             "train_slices": int(self.store.indices_for(self.train_patients).size),
-            "val_slices": int(self.store.indices_for(self.val_patients).size),
+            "val_slices": int(val.size),
+            "val_slices_scored": int(validation_subset(val, self.config.max_val_slices).size),
             "seconds": self.seconds,
             **{f"seconds_{k}": v for k, v in self.timings.items()},
             **self.speedups,
@@ -235,7 +237,19 @@ def _prepare_data(scans: list[Scan], config: TrainConfig, cache_dir) -> _Data:
     train_idx = store.indices_for(train_p)
     if train_idx.size == 0:
         raise ValueError("no training slices (empty brain masks?)")
-    return _Data(store, normalizer, list(train_p), list(val_p), train_idx, store.indices_for(val_p))
+    val_idx = validation_subset(store.indices_for(val_p), config.max_val_slices)
+    return _Data(store, normalizer, list(train_p), list(val_p), train_idx, val_idx)
+
+
+def validation_subset(indices: np.ndarray, limit: int | None) -> np.ndarray:
+    """At most ``limit`` of the validation slices ``indices``, evenly spaced (all when None).
+
+    The store lists slices by patient, scan and axial position, so the subset spans every
+    validation patient and the brain's height; it does not depend on the epoch or the seed.
+    """
+    if not limit or indices.size <= limit:
+        return indices
+    return indices[np.linspace(0, indices.size - 1, int(limit)).round().astype(int)]
 
 
 @dataclass

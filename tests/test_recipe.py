@@ -86,6 +86,30 @@ def test_lr_warms_up_linearly_then_holds():
         TrainConfig(lr_warmup_steps=-1)
 
 
+def test_validation_subset_is_fixed_evenly_spaced_and_spans_the_patients():
+    indices = np.arange(1000, 1300)  # e.g. 3 validation patients of 100 slices each
+    assert train.validation_subset(indices, None) is indices  # the paper: every slice
+    assert train.validation_subset(indices, 400) is indices  # fewer than the cap: all
+    sub = train.validation_subset(indices, 30)
+    assert sub.size == 30 and np.unique(sub).size == 30 and np.all(np.diff(sub) > 0)
+    assert sub[0] == 1000 and sub[-1] == 1299  # from the first patient's to the last's
+    assert np.ptp(np.diff(sub)) <= 1  # evenly spaced: every 10th or 11th slice
+    assert [np.sum((sub >= lo) & (sub < lo + 100)) for lo in (1000, 1100, 1200)] == [10, 10, 10]
+    with pytest.raises(ValueError, match="max_val_slices"):
+        TrainConfig(max_val_slices=0)
+
+
+def test_a_capped_validation_scores_only_its_subset(mrms_root, tmp_path):
+    scans = load_3dmrms(mrms_root)
+    capped = train_model(scans, TrainConfig(**TINY, max_val_slices=3), cache_dir=tmp_path / "c")
+    summary = capped.summary()
+    assert summary["val_slices"] > 3 and summary["val_slices_scored"] == 3
+    whole = train_model(scans, TrainConfig(**TINY), cache_dir=tmp_path / "c")
+    assert whole.summary()["val_slices_scored"] == whole.summary()["val_slices"]
+    # the same model (same seed, same steps) scored on fewer slices: a different score
+    assert capped.history.val_loss.iloc[0] != whole.history.val_loss.iloc[0]
+
+
 @pytest.mark.slow
 def test_lr_steps_down_by_gamma(mrms_root, tmp_path):
     scans = load_3dmrms(mrms_root)

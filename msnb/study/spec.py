@@ -66,6 +66,7 @@ _SETTINGS = (
     "val_fraction",
     "pos_weight",
     "max_slices_per_epoch",
+    "max_val_slices",
     "foreground_fraction",
     "lr_step_epochs",
     "lr_gamma",
@@ -98,6 +99,7 @@ TRAINING_CHOICES = {
 #: ``autocast`` is not one: every training job declares its precision (its default changed
 #: from the machine-dependent ``"auto"`` to float32, so older trainings run again).
 SET_ONLY_KEYS = (
+    "max_val_slices",
     "foreground_fraction",
     "lr_step_epochs",
     "lr_gamma",
