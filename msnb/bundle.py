@@ -292,7 +292,10 @@ def _load_weights(path: Path, meta: dict):
 
     file = path / "weights.pt"
     try:
-        model = build_model(meta["architecture"], meta["encoder"], encoder_weights=None)
+        # on the meta device: no random initialization of weights about to be replaced
+        # (3.6 s of a 5 s load for UNet++-resnet18 on one CPU thread)
+        with torch.device("meta"):
+            model = build_model(meta["architecture"], meta["encoder"], encoder_weights=None)
     except (ValueError, KeyError) as exc:
         problem = str(exc).strip("'\"")[:200]
         raise BundleError(path / "bundle.json", f"cannot build its model: {problem}") from exc
@@ -310,7 +313,7 @@ def _load_weights(path: Path, meta: dict):
     if not isinstance(state, dict):
         raise BundleError(file, f"holds a {type(state).__name__}, not a state dict")
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
     except RuntimeError as exc:
         expected = set(model.state_dict())
         missing, unexpected = len(expected - set(state)), len(set(state) - expected)
@@ -321,6 +324,9 @@ def _load_weights(path: Path, meta: dict):
             f"the weights do not fit the {meta['architecture']}/{meta['encoder']} model of "
             f"bundle.json ({detail[:200]})",
         ) from exc
+    left = [name for name, t in model.state_dict(keep_vars=True).items() if t.is_meta]
+    if left:  # a tensor the state dict does not hold (not the case for smp's models)
+        raise BundleError(file, f"the weights leave {len(left)} tensors unset ({left[0]}, ...)")
     model.eval()
     return model
 
