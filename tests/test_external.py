@@ -1,0 +1,201 @@
+"""Masks made by other tools: matched to scans by name, checked against their grid, scored.
+
+Predictions are written in nnU-Net's output naming (``<case>.nii.gz``) and in a BIDS
+derivatives layout on the small datasets of ``conftest.py``; the expected Dice of each is
+computed here from the arrays, independently of msnb's metrics.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write
+from scipy import ndimage
+
+from msnb.cli import main
+from msnb.datasets import load_scans
+from msnb.external import (
+    MatchError,
+    check_complete,
+    evaluate_predictions,
+    match_predictions,
+)
+from msnb.nifti import NiftiError
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def _array(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def _nnunet_predictions(scans, folder: Path) -> dict[str, float]:
+    """Each scan's consensus, its erosion or its shift, in nnU-Net names; the expected Dice."""
+    expected = {}
+    for i, scan in enumerate(scans):
+        truth = _array(scan.masks["consensus"]).astype(bool)
+        pred = [truth, ndimage.binary_dilation(truth), np.roll(truth, 1, axis=1)][i % 3]
+        case = f"MSSEG_{scan.subject}"  # e.g. MSSEG_01_02: center 01, patient 02
+        write(folder / f"{case}.nii.gz", pred.astype(np.uint8))
+        expected[scan.scan_id] = dice(truth, pred)
+    return expected
+
+
+def test_nnunet_names_are_matched_and_scored(msseg_root, tmp_path):
+    scans = load_scans("msseg2016_train", msseg_root)
+    folder = tmp_path / "nnunet"
+    expected = _nnunet_predictions(scans, folder)
+    # what nnU-Net writes beside its predictions is not a prediction
+    (folder / "plans.json").write_text("{}")
+    write(folder / "MSSEG_99_01.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    match = match_predictions(scans, folder)
+    assert {s.scan_id for s in match.matched} == set(expected) and not match.missing
+    assert [p.name for p, _ in match.extra] == ["MSSEG_99_01.nii.gz"]
+    assert "extra: MSSEG_99_01.nii.gz" in match.report()
+    table = evaluate_predictions(match, method="nnunet", train_datasets=["isbi2015"])
+    got = table.set_index("scan_id")["dice"].to_dict()
+    assert got == pytest.approx(expected)
+    assert 1.0 in got.values() and min(got.values()) < 0.9  # the truth, and worse
+    assert set(table.model_id) == {"nnunet"} and set(table.train_datasets) == {"isbi2015"}
+    assert set(table.architecture) == {"external"} and not table.resampled.any()
+    assert list(table.columns[:10]) == [
+        "model_id",
+        "train_datasets",
+        "label",
+        "normalization",
+        "architecture",
+        "encoder",
+        "test_dataset",
+        "subject",
+        "timepoint",
+        "center",
+    ]
+
+
+def _bids_derivatives(scans, root: Path, skip: str) -> dict[str, float]:
+    """Masks in a BIDS derivatives layout (one scan left out); the expected Dice of each."""
+    expected = {}
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "lst", "DatasetType": "derivative"}')
+    for scan in scans:
+        if scan.scan_id == skip:
+            continue
+        # ISBI 2015's truth is the union of its two raters
+        truth = (_array(scan.masks["rater1"]) > 0) | (_array(scan.masks["rater2"]) > 0)
+        pred = ndimage.binary_erosion(truth) if scan.timepoint == "02" else truth
+        anat = root / f"sub-{scan.subject}" / f"ses-{int(scan.timepoint)}" / "anat"
+        stem = f"sub-{scan.subject}_ses-{int(scan.timepoint)}_space-orig_desc-lesion"
+        write(anat / f"{stem}_mask.nii.gz", pred.astype(np.uint8))
+        write(anat / f"{stem}_probseg.nii.gz", pred.astype(np.float32) * 0.9)
+        expected[scan.scan_id] = dice(truth, pred)
+    return expected
+
+
+def test_bids_derivatives_are_matched_and_missing_ones_reported(isbi_root, tmp_path):
+    scans = load_scans("isbi2015", isbi_root)
+    folder = tmp_path / "derivatives" / "lstai"
+    expected = _bids_derivatives(scans, folder, skip="isbi2015/02/02")
+    match = match_predictions(scans, folder)
+    assert [s.scan_id for s in match.missing] == ["isbi2015/02/02"]
+    assert all(how == "bids" for how in match.naming.values())
+    assert len(match.extra) == len(expected) and all("probseg" in w for _, w in match.extra)
+    with pytest.raises(ValueError, match=r"1 of 5 scans have no prediction.*isbi2015/02/02"):
+        check_complete(match)
+    check_complete(match, allow_missing=True)
+    table = evaluate_predictions(match, method="lstai")
+    assert table.set_index("scan_id")["dice"].to_dict() == pytest.approx(expected)
+    assert set(table.eval_label) == {"consensus"} and (table.dice < 1).any()
+
+
+def test_a_pattern_names_files_msnb_does_not_know(isbi_root, tmp_path):
+    scans = load_scans("isbi2015", isbi_root)
+    folder = tmp_path / "own"
+    for scan in scans:
+        write(folder / f"p{scan.subject}" / f"t{scan.timepoint}.nii", _array(scan.masks["rater1"]))
+    # the default names read "p01/t02.nii" as nothing
+    assert not match_predictions(scans, folder).matched
+    match = match_predictions(scans, folder, pattern=r"p(?P<subject>\d+)/t(?P<timepoint>\d+)")
+    assert len(match.matched) == len(scans) and all(v == "pattern" for v in match.naming.values())
+    table = evaluate_predictions(match, method="own", label="rater1")
+    assert (table.dice == 1.0).all()
+    with pytest.raises(ValueError, match="no \\(\\?P<subject>"):
+        match_predictions(scans, folder, pattern=r"p(\d+)")
+
+
+def test_ties_and_second_files_are_errors_naming_them(isbi_root, tmp_path):
+    scans = load_scans("isbi2015", isbi_root)
+    folder = tmp_path / "two"
+    mask = _array(scans[0].masks["rater1"])
+    write(folder / "case_01_01.nii.gz", mask)
+    write(folder / "other_01_01.nii.gz", mask)
+    with pytest.raises(MatchError, match="a second prediction for isbi2015/01/01"):
+        match_predictions(scans, folder)
+    # one subject with one scan, another named like subject + timepoint: the timepoint wins
+    flat = [s for s in scans if s.timepoint == "01"]
+    shutil.rmtree(folder)
+    write(folder / "x_01_01.nii.gz", mask)
+    match = match_predictions(flat, folder)
+    assert [s.scan_id for s in match.matched] == ["isbi2015/01/01"]
+
+
+def test_another_grid_is_refused_or_resampled(mrms_root, tmp_path):
+    scans = load_scans("3dmrms", mrms_root)[:1]
+    scan = scans[0]
+    truth = _array(scan.masks["consensus"])
+    folder = tmp_path / "pred"
+    # the same voxels stored flipped along x, with the affine that says so (LPS-like)
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = truth.shape[0] - 1
+    path = folder / f"patient{scan.subject}.nii.gz"
+    path.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(truth[::-1].copy(), flipped), path)
+    match = match_predictions(scans, folder)
+    with pytest.raises(
+        NiftiError, match=r"patient01.nii.gz.*not that of its scan's FLAIR.*resample"
+    ):
+        evaluate_predictions(match, method="m")
+    table = evaluate_predictions(match, method="m", resample=True)
+    assert table.resampled.all() and table.dice.iloc[0] == pytest.approx(1.0)
+    # a mask of another shape is resampled too: here half the voxel size, the same mask
+    fine = np.repeat(np.repeat(np.repeat(truth, 2, 0), 2, 1), 2, 2)
+    half = np.diag([0.5, 0.5, 0.5, 1.0])
+    half[:3, 3] = -0.25
+    nib.save(nib.Nifti1Image(fine, half), path)
+    table = evaluate_predictions(match_predictions(scans, folder), method="m", resample=True)
+    assert table.dice.iloc[0] == pytest.approx(1.0)
+    # a label map with two labels is refused unless binarized
+    nib.save(nib.Nifti1Image(truth * 2, np.eye(4)), path)
+    with pytest.raises(NiftiError, match="not binary"):
+        evaluate_predictions(match_predictions(scans, folder), method="m")
+    table = evaluate_predictions(match_predictions(scans, folder), method="m", binarize=True)
+    assert table.dice.iloc[0] == pytest.approx(1.0)
+
+
+def test_msnb_evaluate_command(msseg_root, tmp_path, capsys):
+    scans = load_scans("msseg2016_train", msseg_root)
+    folder = tmp_path / "nnunet"
+    expected = _nnunet_predictions(scans, folder)
+    out = tmp_path / "rows.csv"
+    args = ["evaluate", "--pred-dir", str(folder), "--dataset", "msseg2016_train"]
+    args += ["--root", str(msseg_root), "--method", "nnunet", "--out", str(out)]
+    assert main(args) == 0
+    rows = pd.read_csv(out, dtype={"subject": str, "timepoint": str})
+    assert rows.set_index("scan_id")["dice"].to_dict() == pytest.approx(expected)
+    assert "4 of 4 scans have a prediction" in capsys.readouterr().out
+    # a scan without its file: one line, exit 1, nothing written; --allow-missing scores the rest
+    next(folder.glob("*.nii.gz")).unlink()
+    out.unlink()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("msnb evaluate: error:") and "1 of 4" in err[0]
+    assert not out.exists()
+    assert main([*args, "--allow-missing"]) == 0
+    assert len(pd.read_csv(out)) == 3
