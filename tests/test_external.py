@@ -199,3 +199,48 @@ def test_msnb_evaluate_command(msseg_root, tmp_path, capsys):
     assert not out.exists()
     assert main([*args, "--allow-missing"]) == 0
     assert len(pd.read_csv(out)) == 3
+
+
+def _results_with_external() -> pd.DataFrame:
+    """An msnb default model (two seeds) and an external method on the same six scans."""
+    rng = np.random.default_rng(0)
+    rows = []
+    base = {"label": "consensus", "normalization": "quantile", "architecture": "unetplusplus"}
+    base |= {"encoder": "resnet18", "test_dataset": "3dmrms", "timepoint": "01", "center": "lj"}
+    model = "msseg2016_train__quantile__unetplusplus-resnet18__consensus"
+    for k in range(6):
+        scan = {"subject": f"{k:02d}", "iou": 0.5, "lesion_sensitivity": 0.5}
+        scan |= {"lesion_ppv": 0.5, "lesion_f1": 0.5, "true_volume_ml": 1.0, "pred_volume_ml": 1.0}
+        for seed, mid in ((0, model), (1, f"{model}__seed1")):
+            d = 0.4 + 0.05 * k + 0.02 * seed
+            rows.append({**base, **scan, "model_id": mid, "seed": seed, "dice": d})
+        ext = {"label": "", "normalization": "", "architecture": "external", "encoder": "nnunet"}
+        d = 0.6 + 0.03 * k + rng.uniform(0, 0.01)
+        rows.append({**base, **scan, **ext, "model_id": "nnunet", "dice": d, "seed": 0})
+    table = pd.DataFrame(rows).assign(train_datasets="msseg2016_train")
+    experiment = np.where(table.model_id == "nnunet", "external:nnunet", "single")
+    return table.assign(experiment=experiment)
+
+
+def test_statistics_show_the_external_method_beside_msnbs_models():
+    from msnb.stats import compute_all_tables
+
+    results = _results_with_external()
+    tables = compute_all_tables(results)
+    table = tables["external"].set_index("method")
+    model = "msseg2016_train__quantile__unetplusplus-resnet18__consensus"
+    assert set(table.index) == {"nnunet", model}
+    assert table.loc["nnunet", "source"] == "external" and table.loc[model, "source"] == "msnb"
+    ext = results[results.model_id == "nnunet"].dice
+    msnb_rows = results[results.model_id != "nnunet"]
+    assert table.loc["nnunet", "dice"] == pytest.approx(ext.mean())
+    assert table.loc[model, "dice"] == pytest.approx(msnb_rows.groupby("seed").dice.mean().mean())
+    assert table.loc[model, "n_seeds"] == 2 and table.loc[model, "n_scans"] == 6
+    # the external rows are no default model: Table 2 holds msnb's model only
+    assert "nnunet" not in set(tables["train_test"].get("model_id", []))
+    assert tables["train_test"]["n_models"].max() == 2
+    tests = tables["tests"][tables["tests"].table == "external"].set_index("unit")
+    per_scan = ext.to_numpy() - msnb_rows.groupby("subject").dice.mean().to_numpy()
+    assert tests.loc["scan", "mean_diff"] == pytest.approx(per_scan.mean())
+    assert tests.loc["scan", "status"] == "ok" and tests.loc["scan", "n"] == 6
+    assert tests.loc["scan", "comparison"] == f"dice: nnunet - {model}"
