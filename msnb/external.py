@@ -398,7 +398,8 @@ def evaluate_predictions(
         :data:`msnb.metrics.RESULT_COLUMNS` first (``label`` and ``normalization`` empty,
         ``architecture`` :data:`EXTERNAL_ARCHITECTURE`, ``encoder`` the file naming read),
         then ``scan_id``, ``eval_label``, ``status``, lesion and voxel counts, ``prediction``
-        (the file) and ``resampled``.
+        (the file), ``resampled`` and ``experiment`` (``external:<method>``, which tells the
+        statistics an external method's rows: :func:`msnb.stats.compute_external_table`).
 
     Raises
     ------
@@ -434,6 +435,7 @@ def evaluate_predictions(
                 "eval_label": label,
                 "prediction": str(path),
                 "resampled": resampled,
+                "experiment": f"external:{method}",
             }
         )
     if not rows:

@@ -244,3 +244,116 @@ def test_statistics_show_the_external_method_beside_msnbs_models():
     assert tests.loc["scan", "mean_diff"] == pytest.approx(per_scan.mean())
     assert tests.loc["scan", "status"] == "ok" and tests.loc["scan", "n"] == 6
     assert tests.loc["scan", "comparison"] == f"dice: nnunet - {model}"
+
+
+# --------------------------------------------------------------------------- in a study
+
+
+def _external_study(tmp_path: Path, msseg_root: Path, mrms_root: Path, **entry) -> Path:
+    import yaml
+
+    spec = {
+        "name": "ext",
+        "datasets": {
+            "msseg2016_train": {"adapter": "msseg2016_train", "root": str(msseg_root)},
+            "3dmrms": {"adapter": "3dmrms", "root": str(mrms_root)},
+        },
+        "external": [
+            {
+                "method": "nnunet",
+                "train": ["3dmrms"],
+                "predictions": {"msseg2016_train": str(tmp_path / "nnunet")},
+                **entry,
+            },
+            {"method": "lstai", "predictions": {"3dmrms": str(tmp_path / "lst")}},
+        ],
+    }
+    path = tmp_path / "ext.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"method": "nn__unet"}, r"external\[0\].method: method name 'nn__unet'"),
+        ({"predictions": {"brats": "/x"}}, r"external\[0\].predictions.brats: unknown dataset"),
+        ({"predictions": []}, r"external\[0\].predictions: expected a mapping"),
+        ({"pattern": "(\\d+"}, r"external\[0\].pattern: .*not a valid regular expression"),
+        ({"pattern": "(\\d+)"}, r"external\[0\].pattern: .*no \(\?P<subject>"),
+        ({"resample": "yes"}, r"external\[0\].resample: expected true or false"),
+        ({"label": "rater9x"}, r"external\[0\].label"),
+        ({"threshold": 0.5}, r"external\[0\].threshold: unknown key"),
+        ({"train": ["a+b"]}, r"external\[0\].train\[0\]: dataset name 'a\+b'"),
+        ({"method": "lstai"}, r"external\[1\].method: method 'lstai' is repeated"),
+    ],
+)
+def test_external_entries_are_checked_at_load(tmp_path, msseg_root, mrms_root, entry, message):
+    from msnb.study import StudyError, load_study
+
+    path = _external_study(tmp_path, msseg_root, mrms_root, **entry)
+    with pytest.raises(StudyError, match=r"ext.yaml:\d+: " + message):
+        load_study(path, out_root=tmp_path / "out")
+
+
+def test_a_missing_prediction_folder_is_refused_before_any_job(tmp_path, msseg_root, mrms_root):
+    from msnb.study import StudyError, load_study, run_study
+
+    study = load_study(_external_study(tmp_path, msseg_root, mrms_root), out_root=tmp_path / "o")
+    assert [e["method"] for e in study.external] == ["nnunet", "lstai"] and not study.experiments
+    with pytest.raises(StudyError, match=r"external\[0\].predictions.msseg2016_train: .* does not"):
+        run_study(study, progress=False)
+    assert not (tmp_path / "o" / "ext").exists()
+
+
+def test_an_external_jobs_identity_covers_its_prediction_files(tmp_path, msseg_root, mrms_root):
+    import os
+
+    from msnb.sources import resolve_datasets
+    from msnb.study import job_specs, load_study
+
+    _nnunet_predictions(load_scans("msseg2016_train", msseg_root), tmp_path / "nnunet")
+    write(tmp_path / "lst" / "sub-01_mask.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    study = load_study(_external_study(tmp_path, msseg_root, mrms_root), out_root=tmp_path / "o")
+    datasets = resolve_datasets(list(study.datasets), specs=study.datasets)
+    specs = {s.name: s for s in job_specs(study, datasets)}
+    assert set(specs) == {"nnunet__msseg2016_train", "lstai__3dmrms"}
+    spec = specs["nnunet__msseg2016_train"]
+    assert spec.kind == "external" and spec.parameters["train_datasets"] == ["3dmrms"]
+    assert spec.identity["parameters"]["predictions"] == "{predictions}"
+    before = {n: s.digest for n, s in specs.items()}
+    # a prediction file rewritten: that job only is new
+    some = next((tmp_path / "nnunet").glob("*.nii.gz"))
+    os.utime(some, ns=(some.stat().st_atime_ns, some.stat().st_mtime_ns + 10**9))
+    after = {s.name: s.digest for s in job_specs(study, datasets)}
+    assert after["nnunet__msseg2016_train"] != before["nnunet__msseg2016_train"]
+    assert after["lstai__3dmrms"] == before["lstai__3dmrms"]
+
+
+@pytest.mark.slow
+def test_a_study_scores_external_masks_and_resumes(tmp_path, msseg_root, mrms_root):
+    """Two external methods as a study's jobs (three notebooks: about 40 s on 2 cores)."""
+    from msnb.study import load_study, run_study
+
+    expected = _nnunet_predictions(load_scans("msseg2016_train", msseg_root), tmp_path / "nnunet")
+    for scan in load_scans("3dmrms", mrms_root):  # BIDS names: the truth itself
+        anat = tmp_path / "lst" / f"sub-{scan.subject}" / "anat"
+        shutil.copy(scan.masks["consensus"], anat.mkdir(parents=True) or anat / "x.nii.gz")
+        (anat / "x.nii.gz").rename(anat / f"sub-{scan.subject}_desc-lesion_mask.nii.gz")
+    study = load_study(_external_study(tmp_path, msseg_root, mrms_root), out_root=tmp_path / "o")
+    out = run_study(study, progress=False)
+    assert not out["failed"] and {j["kind"] for j in out["jobs"]} == {"external"}
+    results = pd.read_csv(out["results_csv"], dtype={"subject": str, "timepoint": str})
+    nnunet = results[results.model_id == "nnunet"].set_index("scan_id")
+    assert nnunet["dice"].to_dict() == pytest.approx(expected)
+    assert (results[results.model_id == "lstai"].dice == 1.0).all()
+    assert set(results.experiment) == {"external:nnunet", "external:lstai"}
+    assert set(nnunet.train_centers) == {"ljubljana"}  # the centers of its 3dmrms training
+    stats = pd.read_csv(study.out_dir / "statistics" / "external.csv")
+    assert set(stats.method) == {"nnunet", "lstai"}
+    assert "external/nnunet__msseg2016_train.ipynb" in out["report"].read_text()
+    # nothing changed: nothing runs; a prediction rewritten: its job only
+    assert run_study(study, progress=False)["jobs"] == []
+    write(next((tmp_path / "nnunet").glob("*.nii.gz")), np.zeros((24, 28, 20), np.uint8))
+    again = run_study(study, progress=False, statistics=False)
+    assert [j["name"] for j in again["jobs"]] == ["nnunet__msseg2016_train"]
