@@ -332,7 +332,8 @@ def test_an_external_jobs_identity_covers_its_prediction_files(tmp_path, msseg_r
 
 @pytest.mark.slow
 def test_a_study_scores_external_masks_and_resumes(tmp_path, msseg_root, mrms_root):
-    """Two external methods as a study's jobs (three notebooks: about 40 s on 2 cores)."""
+    """Two external methods as a study's jobs, then the statistics (four notebooks: about 90 s
+    on the shared 2-core machine, 40 s of CPU)."""
     from msnb.study import load_study, run_study
 
     expected = _nnunet_predictions(load_scans("msseg2016_train", msseg_root), tmp_path / "nnunet")
