@@ -31,6 +31,7 @@ _COMMAND_MODULES = {
     "scans": "msnb.datasets",
     "phantom": "msnb.phantom",
     "segment": "msnb.predict",
+    "evaluate": "msnb.external",
     "study": "msnb.study.cli",
 }
 

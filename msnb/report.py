@@ -68,7 +68,7 @@ def _links(out_dir: Path) -> str:
     items = []
     notebooks = [
         nb
-        for sub in ("train", "eval", "agreement")
+        for sub in ("train", "eval", "external", "agreement")
         for nb in sorted((out_dir / sub).glob("*.ipynb"))
     ]
     for nb in notebooks + sorted(out_dir.glob("*.ipynb")):

@@ -26,6 +26,7 @@ LAYERS = {
         "msnb.models",
         "msnb.bundle",
         "msnb.metrics",
+        "msnb.external",
         "msnb.predict",
         "msnb.train",
     ),

@@ -37,6 +37,7 @@ from msnb.recipe import TrainConfig
 
 __all__ = [
     "ABLATION_TAG",
+    "EXTERNAL_TAG",
     "CONFIG_COLUMNS",
     "DEFAULTS",
     "METRICS",
@@ -48,6 +49,7 @@ __all__ = [
     "STRING_COLUMNS",
     "find_setting_ablations",
     "has_experiment",
+    "has_experiment_prefix",
     "is_default",
     "label_setting_ablation",
     "load_results",
@@ -82,6 +84,9 @@ SCAN_COLUMNS = ("test_dataset", "subject", "timepoint")
 SEP = "+"
 #: Prefix of the ``experiment`` tag of an ablation's models (``"ablation:linear"``).
 ABLATION_TAG = "ablation:"
+#: Prefix of the ``experiment`` tag of a method outside msnb (``"external:nnunet"``): a study's
+#: ``external`` entry, scored by :mod:`msnb.external`.
+EXTERNAL_TAG = "external:"
 _SEED_SUFFIX = re.compile(r"__seed\d+$")
 
 
@@ -181,6 +186,14 @@ def has_experiment(results: pd.DataFrame, tag: str) -> pd.Series:
         return pd.Series(False, index=results.index)
     tags = results["experiment"].fillna("").astype(str).str.split(";")
     return tags.map(lambda t: tag in t).astype(bool)
+
+
+def has_experiment_prefix(results: pd.DataFrame, prefix: str) -> pd.Series:
+    """Boolean mask of rows with an ``experiment`` tag that starts with ``prefix``."""
+    if "experiment" not in results.columns:
+        return pd.Series(False, index=results.index)
+    tags = results["experiment"].fillna("").astype(str).str.split(";")
+    return tags.map(lambda t: any(x.startswith(prefix) for x in t)).astype(bool)
 
 
 def serves_main_experiment(results: pd.DataFrame) -> pd.Series:

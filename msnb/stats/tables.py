@@ -16,6 +16,9 @@ ablation_<name>    an ablation that changes a setting the results table has no c
                    (e.g. ``own_reference``), against the default models: levels ``default`` and
                    ``<name>`` (:func:`msnb.stats.results.find_setting_ablations`)
 centers            per-center scores on multi-center test sets, centers unseen in training flagged
+external           methods outside msnb (a study's ``external`` masks) beside msnb's default
+                   models on the same test sets; each tested against the msnb models trained on
+                   the same datasets (:func:`compute_external_table`)
 tests              every statistical test, one tidy row each (:data:`TEST_COLUMNS`)
 paper_<table>      the paper's published cells beside the study's (``table2`` .. ``table7``,
                    ``centers``): paper | study | difference (:mod:`msnb.stats.compare`)
@@ -63,9 +66,11 @@ from msnb.stats.inference import (
 from msnb.stats.results import (
     CONFIG_COLUMNS,
     DEFAULTS,
+    EXTERNAL_TAG,
     SCAN_COLUMNS,
     SEP,
     find_setting_ablations,
+    has_experiment_prefix,
     is_default,
     label_setting_ablation,
     replicate_id,
@@ -83,6 +88,8 @@ __all__ = [
     "compute_center_tests",
     "compute_combination_table",
     "compute_combination_tests",
+    "compute_external_table",
+    "compute_external_tests",
     "compute_label_table",
     "compute_label_tests",
     "compute_pair_means",
@@ -785,6 +792,71 @@ def compute_center_tests(results: pd.DataFrame, *, metric: str = "dice") -> pd.D
     return make_tests_frame(rows)
 
 
+# --------------------------------------------------------------------------- external methods
+
+
+def _external_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of external methods and of msnb's default models on their test sets, with
+    ``method`` (an external method's name, a model's replicate id) and ``source``."""
+    external = has_experiment_prefix(results, EXTERNAL_TAG)
+    tests = set(results.loc[external, "test_dataset"])
+    msnb_rows = is_default(results) & ~external & results["test_dataset"].isin(tests)
+    sel = results[external | msnb_rows]
+    return sel.assign(
+        method=replicate_id(sel["model_id"]),
+        source=np.where(external[external | msnb_rows], "external", "msnb"),
+    )
+
+
+def compute_external_table(
+    results: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "iou", "lesion_f1")
+) -> pd.DataFrame:
+    """Methods outside msnb beside msnb's models, on the test sets the methods were scored on.
+
+    The rows of external methods (``experiment`` ``external:<method>``, from a study's
+    ``external`` entry or ``msnb evaluate``) and of msnb's models trained with the paper's
+    defaults (:func:`msnb.stats.results.is_default`), each a row per test set.
+
+    Returns
+    -------
+    DataFrame
+        ``source`` (``external`` or ``msnb``), ``method`` (the method's name; a model's id,
+        its replicates as one), ``train_datasets``, ``test_dataset``, then the
+        :func:`compute_pair_means` columns; empty without external rows.
+    """
+    by = ["source", "method", "train_datasets", "test_dataset"]
+    return compute_pair_means(_external_rows(results), by=by, metrics=metrics)
+
+
+def compute_external_tests(results: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
+    """Each external method against each msnb default model trained on the same datasets:
+    paired Wilcoxon of ``metric`` (method - model) over their shared test scans (unit
+    ``scan``; a model's seeds averaged per scan, ``stable_seeds`` counting the seeds that
+    agree) and over their shared test sets (unit ``pair``). A method that names no training
+    datasets is compared with none."""
+    sel = _external_rows(results)
+    rows = []
+    for method, ext in sel[sel["source"] == "external"].groupby("method", sort=True):
+        train = ext["train_datasets"].iloc[0]
+        models = sel[(sel["source"] == "msnb") & (sel["train_datasets"] == train)]
+        for model in sorted(set(models["method"])) if train else []:
+            pair = sel[sel["method"].isin([method, model])]
+            comparison = f"{metric}: {method} - {model}"
+            for unit, keys in (("scan", list(SCAN_COLUMNS)), ("pair", ["test_dataset"])):
+                values = _seed_values(pair, [*keys, "method"], metric)
+                rows.append(
+                    _paired_seed_test(
+                        values,
+                        "method",
+                        (model, method),
+                        table="external",
+                        unit=unit,
+                        comparison=comparison,
+                    )
+                )
+    return make_tests_frame(rows)
+
+
 # --------------------------------------------------------------------------- per seed
 
 
@@ -870,6 +942,8 @@ def compute_all_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         )
     tables["centers"] = compute_center_table(df)
     tests.append(compute_center_tests(df))
+    tables["external"] = compute_external_table(df)
+    tests.append(compute_external_tests(df))
     tables["tests"] = pd.concat([t for t in tests if len(t)], ignore_index=True)
     tables.update(by_seed)
     paper = load_paper_numbers()

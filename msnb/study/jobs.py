@@ -14,7 +14,8 @@ version, parameters or inputs changed:
   prose);
 - the msnb version (``msnb.__version__``);
 - the inputs: the identity of the datasets a job reads (:func:`dataset_identity`), the
-  training of an evaluation's model, the digest of ``results.csv`` for the analyses.
+  training of an evaluation's model, the prediction files an external method's evaluation
+  scores (:func:`predictions_identity`), the digest of ``results.csv`` for the analyses.
 
 Every job's outcome is a :func:`job_result`.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import msnb
 from msnb.datasets import Scan, load_scans
+from msnb.external import prediction_files
 from msnb.files import write_json
 from msnb.paths import notebooks_dir
 from msnb.sources import find_scan
@@ -42,17 +44,20 @@ from msnb.study.spec import SET_ONLY_KEYS, TRAINING_DEFAULTS, Study
 __all__ = [
     "AGREEMENT_NOTEBOOK",
     "EVAL_NOTEBOOK",
+    "EXTERNAL_NOTEBOOK",
     "STATS_NOTEBOOK",
     "TRAIN_NOTEBOOK",
     "JobSpec",
     "dataset_identity",
     "eval_job_parameters",
+    "external_job_parameters",
     "file_digest",
     "job_result",
     "job_roots",
     "job_specs",
     "notebook_digest",
     "notebook_job",
+    "predictions_identity",
     "read_job_record",
     "relative_parameters",
     "run_job",
@@ -63,6 +68,7 @@ __all__ = [
 
 TRAIN_NOTEBOOK = "03_train.ipynb"
 EVAL_NOTEBOOK = "04_evaluate.ipynb"
+EXTERNAL_NOTEBOOK = "04_evaluate_external.ipynb"
 STATS_NOTEBOOK = "06_statistics.ipynb"
 AGREEMENT_NOTEBOOK = "05_annotation_agreement.ipynb"
 
@@ -71,7 +77,7 @@ AGREEMENT_NOTEBOOK = "05_annotation_agreement.ipynb"
 class JobSpec:
     """One papermill run: notebook, parameters, where its record goes."""
 
-    kind: str  # "train", "eval", "stats" or "agreement"
+    kind: str  # "train", "eval", "external", "stats" or "agreement"
     name: str
     notebook: Path
     output: Path  # executed notebook
@@ -243,6 +249,26 @@ def _scan_files(scan: Scan, root: Path) -> dict:
     return {"scan": scan.scan_id, "center": scan.center, "files": stamps}
 
 
+def predictions_identity(folder: str | os.PathLike, glob: str) -> str:
+    """The identity of an external method's prediction files: changes when they change.
+
+    A fingerprint of the files :func:`msnb.external.prediction_files` selects (their paths
+    relative to ``folder``, sizes and modification times in ns), as :func:`dataset_identity`
+    takes a folder dataset's; ``"unreadable: <error>"`` when the folder cannot be listed (the
+    job then fails and says why).
+    """
+    try:
+        files = prediction_files(folder, glob)
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    root = Path(folder).expanduser()
+    stamps = []
+    for path in files:
+        stat = path.stat()
+        stamps.append([path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return _sha256({"glob": glob, "files": stamps})
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (an input of a :class:`JobSpec`)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -390,12 +416,73 @@ def eval_job_parameters(job: EvalJob, datasets: dict[str, dict], out_dir: Path) 
     }
 
 
+def external_job_parameters(
+    entry: dict, test_dataset: str, datasets: dict[str, dict], out_dir: Path
+) -> dict:
+    """Papermill parameters of ``04_evaluate_external`` for one method on one test dataset.
+
+    Parameters
+    ----------
+    entry : dict
+        One of :attr:`msnb.study.spec.Study.external`.
+    test_dataset : str
+        A dataset of its ``predictions``.
+    datasets : dict
+        Resolved datasets (or the dry run's placeholders).
+    out_dir : Path
+        The study's folder.
+    """
+    method = entry["method"]
+    return {
+        "predictions": str(entry["predictions"][test_dataset]),
+        "method": method,
+        "train_datasets": list(entry["train"]),
+        "test_dataset": test_dataset,
+        "dataset_specs": {test_dataset: datasets[test_dataset]},
+        "label": entry["label"],
+        "pattern": entry["pattern"],
+        "glob": entry["glob"],
+        "resample": entry["resample"],
+        "binarize": entry["binarize"],
+        "allow_missing": entry["allow_missing"],
+        "out_dir": str(out_dir / "external" / f"{method}__{test_dataset}"),
+        "experiments": [f"external:{method}"],
+    }
+
+
+def _external_specs(study: Study, datasets: dict[str, dict], identities: dict) -> list[JobSpec]:
+    """One job per external method and test dataset (:func:`job_specs`)."""
+    specs = []
+    for entry in study.external:
+        for test, folder in entry["predictions"].items():
+            name = f"{entry['method']}__{test}"
+            roots = {**job_roots(study, datasets, [test]), "predictions": folder}
+            specs.append(
+                notebook_job(
+                    "external",
+                    name,
+                    EXTERNAL_NOTEBOOK,
+                    study.out_dir / "external" / name,
+                    external_job_parameters(entry, test, datasets, study.out_dir),
+                    inputs={
+                        "data": {test: identities[test]},
+                        "predictions": predictions_identity(folder, entry["glob"]),
+                    },
+                    roots=roots,
+                )
+            )
+    return specs
+
+
 def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[JobSpec]:
-    """The papermill runs of a study's grid: training first, then evaluations.
+    """The papermill runs of a study's grid: training first, then evaluations, then the
+    evaluations of external methods' masks.
 
     A training's inputs are the identities (:func:`dataset_identity`) of the datasets it
     reads (its training datasets and its template scan's); an evaluation's are its test
-    dataset's and its model's training digest, and it is done only while that training is.
+    dataset's and its model's training digest, and it is done only while that training is;
+    an external evaluation's are its test dataset's and its prediction files'
+    (:func:`predictions_identity`), its prediction folder written ``{predictions}``.
 
     Parameters
     ----------
@@ -433,23 +520,28 @@ def job_specs(study: Study, datasets: dict[str, dict] | None = None) -> list[Job
     # An evaluation's record covers its model's training job: a model trained again with
     # other settings (same id, same bundle path) is evaluated again.
     trained = {s.name: (str(s.record), s.digest) for s in train_specs}
-    return train_specs + [
-        notebook_job(
-            "eval",
-            j.name,
-            EVAL_NOTEBOOK,
-            out / "eval" / j.name,
-            eval_job_parameters(j, datasets, out),
-            depends_on=j.model_id,
-            inputs={
-                "training": trained[j.model_id][1],
-                "data": {j.test_dataset: identities[j.test_dataset]},
-            },
-            roots=job_roots(study, datasets, [j.test_dataset]),
-            needs=dict([trained[j.model_id]]),
-        )
-        for j in evals
-    ]
+    external = _external_specs(study, datasets, identities)
+    return (
+        train_specs
+        + [
+            notebook_job(
+                "eval",
+                j.name,
+                EVAL_NOTEBOOK,
+                out / "eval" / j.name,
+                eval_job_parameters(j, datasets, out),
+                depends_on=j.model_id,
+                inputs={
+                    "training": trained[j.model_id][1],
+                    "data": {j.test_dataset: identities[j.test_dataset]},
+                },
+                roots=job_roots(study, datasets, [j.test_dataset]),
+                needs=dict([trained[j.model_id]]),
+            )
+            for j in evals
+        ]
+        + external
+    )
 
 
 def _train_reads(job: TrainJob) -> list[str]:

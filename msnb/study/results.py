@@ -55,7 +55,9 @@ def gather_results(
     Adds ``experiment`` (the study experiments the row serves), ``train_centers`` (the
     centers of the model's training scans, to flag unseen centers), and from the model's
     bundle its ``seed`` and the ``precision`` it was trained and evaluated in (``none``:
-    float32).
+    float32). The evaluations of external methods' masks add their rows too
+    (``experiment`` ``external:<method>``, seed 0, no precision, the centers of every scan
+    of the datasets the method names as its training data).
 
     Parameters
     ----------
@@ -77,20 +79,26 @@ def gather_results(
     frames = []
     cache: dict = {}
     for spec in specs if specs is not None else job_specs(study, datasets):
-        if spec.kind != "eval":
+        if spec.kind not in ("eval", "external"):
             continue
         # with the datasets, only evaluations whose record matches what they would run now
         # (a model retrained after a failed retraining keeps no stale rows)
         if not (spec.is_done() if datasets is not None else spec.record.exists()):
             continue
         rows = read_table(spec.parameters["out_dir"], "scans", dtype=SCAN_DTYPES)
-        if rows is not None:
+        if rows is None:
+            continue
+        if spec.kind == "external":
+            # an external method: no bundle; its training centers are those of the datasets
+            # it names, all their scans (the study knows no more of its training)
+            info = {"train_datasets": spec.parameters["train_datasets"], "all_scans": True}
+            extra = {"seed": 0, "precision": ""}
+        else:
             info = _bundle_info(Path(spec.parameters["bundle"]))
-            centers = train_centers(info, datasets or {}, cache=cache)
-            experiments = ";".join(spec.parameters["experiments"])
-            frames.append(
-                rows.assign(experiment=experiments, train_centers=centers, **replicate(info))
-            )
+            extra = replicate(info)
+        centers = train_centers(info, datasets or {}, cache=cache)
+        experiments = ";".join(spec.parameters["experiments"])
+        frames.append(rows.assign(experiment=experiments, train_centers=centers, **extra))
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
@@ -125,7 +133,8 @@ def train_centers(info: dict, datasets: dict[str, dict], *, cache: dict | None =
     ----------
     info : dict
         A model bundle's ``bundle.json`` content (it lists ``train_datasets`` and
-        ``train_scans``; ``{}`` for a bundle that could not be read).
+        ``train_scans``; ``{}`` for a bundle that could not be read); with ``"all_scans":
+        True``, every scan of its ``train_datasets`` counts (an external method).
     datasets : dict
         Resolved datasets ``{name: {"adapter", "root", "options"}}``.
     cache : dict, optional
@@ -140,6 +149,9 @@ def train_centers(info: dict, datasets: dict[str, dict], *, cache: dict | None =
             spec = datasets[name]
             scans = load_scans(spec["adapter"], spec["root"], **spec.get("options", {}))
             cache[name] = {s.scan_id: s.center for s in scans}
+        if info.get("all_scans"):
+            centers |= set(cache[name].values())
+            continue
         centers |= {cache[name][sid] for sid in info.get("train_scans", []) if sid in cache[name]}
     return "+".join(sorted(centers))
 

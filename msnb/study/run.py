@@ -249,8 +249,8 @@ def write_timings(
     """Add this run's stage times to ``<out>/timings.json`` (atomically); returns its path.
 
     Keys of ``seconds``: ``datasets`` (finding or generating them), ``grid`` (wall time of
-    the training and evaluation notebooks), ``train_jobs`` / ``eval_jobs`` (summed notebook
-    seconds; more than ``grid`` when jobs ran in parallel), ``results``, ``statistics``,
+    the training and evaluation notebooks), ``train_jobs`` / ``eval_jobs`` /
+    ``external_jobs`` (summed notebook seconds; more than ``grid`` when jobs ran in parallel), ``results``, ``statistics``,
     ``agreement-<dataset>``, ``report`` and ``total``, in seconds. Jobs skipped because
     they were done count 0.
 
@@ -470,7 +470,7 @@ def _run_grid(
             on_start=bar.start,
             on_done=bar.done,
         )
-    for kind in ("train", "eval"):
+    for kind in ("train", "eval", "external"):
         timings[f"{kind}_jobs"] = sum(r["seconds"] for r in results if r["kind"] == kind)
     return results, len(done)
 

@@ -23,12 +23,14 @@ from typing import NoReturn
 import yaml
 
 from msnb.datasets import ADAPTERS, DATASETS
+from msnb.external import PREDICTION_GLOB, compile_pattern
 from msnb.paths import data_root, outputs_root
 from msnb.recipe import CHOICES, TrainConfig, setting_problem
 from msnb.sources import phantom_root
 
 __all__ = [
     "EXPERIMENT_KINDS",
+    "EXTERNAL_KEYS",
     "LABELS",
     "NAME_PATTERN",
     "REPLICATE_KEYS",
@@ -120,7 +122,20 @@ REPLICATE_KEYS = ("seeds", "replicates")
 EXPERIMENT_KINDS = ("single", "combinations", "labels", "ablations")
 #: The labels of the ``labels`` experiment when the study file names none.
 LABELS = ("rater1", "rater2", "union")
-_TOP_LEVEL = ("name", "description", "datasets", "training", "experiments")
+_TOP_LEVEL = ("name", "description", "datasets", "training", "experiments", "external")
+#: The keys of an ``external`` entry (:func:`_parse_external`) and their defaults (None:
+#: required).
+EXTERNAL_KEYS = {
+    "method": None,
+    "predictions": None,
+    "train": [],
+    "label": "consensus",
+    "pattern": "",
+    "glob": PREDICTION_GLOB,
+    "resample": False,
+    "binarize": False,
+    "allow_missing": False,
+}
 _ABLATED = ("single", "combinations", "labels")  # the experiments an ablation can repeat
 
 
@@ -156,6 +171,9 @@ class Study:
         ``<out_root>/<name>``.
     raw : dict
         The whole file as parsed.
+    external : list of dict
+        The methods whose masks the study scores (``external``), each with every key of
+        :data:`EXTERNAL_KEYS` (``predictions``: ``{test dataset: folder}``, expanded).
     lines : dict
         ``{key: line}``: the 1-based line of each key and list item of the file, named as
         messages name them (``training.epochs``, ``experiments.combinations[0].train[1]``).
@@ -170,6 +188,7 @@ class Study:
     raw: dict = field(repr=False, default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     lines: dict[str, int] = field(repr=False, default_factory=dict)
+    external: list[dict] = field(default_factory=list)
 
     def line(self, key: str) -> int | None:
         """The line of ``key`` in the file, or of its closest enclosing key (None: unknown)."""
@@ -213,8 +232,11 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
     seeds = _parse_seeds(where, "training", given, training["seed"]) or [training["seed"]]
     training["seed"] = seeds[0]
     _check_reference(where, "training", training)
-    _check_experiments(where, raw.get("experiments"), datasets)
-    experiments = _parse_experiment_seeds(where, dict(raw["experiments"]), training["seed"])
+    external = _parse_external(where, raw.get("external"), datasets)
+    if raw.get("experiments") is not None or not external:  # a study of external masks only
+        _check_experiments(where, raw.get("experiments"), datasets)
+    exps = dict(raw.get("experiments") or {})
+    experiments = _parse_experiment_seeds(where, exps, training["seed"])
     if "ablations" in experiments:
         experiments["ablations"] = _parse_ablations(where, experiments, datasets, training)
     return Study(
@@ -227,6 +249,7 @@ def load_study(path: str | os.PathLike, *, out_root: str | os.PathLike | None = 
         raw=raw,
         seeds=seeds,
         lines=lines,
+        external=external,
     )
 
 
@@ -592,7 +615,8 @@ def _check_name(where: _Source, key: str, name, what: str) -> None:
 
 
 def check_dataset_roots(study: Study) -> None:
-    """Check that every folder dataset's ``root`` is a readable folder, before any job runs.
+    """Check that every folder dataset's ``root``, and every prediction folder of ``external``,
+    is a readable folder, before any job runs.
 
     :func:`load_study` reads no dataset, so that a dry run needs none; a run calls this
     first. Phantom datasets are generated on demand and are not checked.
@@ -607,15 +631,26 @@ def check_dataset_roots(study: Study) -> None:
         if "root" not in spec:
             continue
         root = Path(spec["root"]).expanduser()
-        if not root.exists():
-            problem = "does not exist"
-        elif not root.is_dir():
-            problem = "is not a folder"
-        elif not os.access(root, os.R_OK | os.X_OK):
-            problem = "cannot be read (permissions)"
-        else:
+        problem = _folder_problem(root)
+        if problem is None:
             continue
         raise study.error(f"datasets.{name}.root", f"{root} {problem}")
+    for i, entry in enumerate(study.external):
+        for test, folder in entry["predictions"].items():
+            problem = _folder_problem(Path(folder).expanduser())
+            if problem:
+                raise study.error(f"external[{i}].predictions.{test}", f"{folder} {problem}")
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be read as a folder (None: it can)."""
+    if not folder.exists():
+        return "does not exist"
+    if not folder.is_dir():
+        return "is not a folder"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "cannot be read (permissions)"
+    return None
 
 
 def _n4(where: _Source, key: str, spec: dict) -> dict:
@@ -736,3 +771,82 @@ def _parse_ablations(where: _Source, exps: dict, datasets: dict, training: dict)
             _check_distinct(where, f"{key}.of", kinds, "experiment")
         parsed.append({**abl, "change": change})
     return parsed
+
+
+# --------------------------------------------------------------------------- external
+
+
+def _parse_external(where: _Source, entries, datasets: dict) -> list[dict]:
+    """The ``external`` list: methods whose masks the study scores, each with every key of
+    :data:`EXTERNAL_KEYS` (``predictions``' folders expanded as dataset roots are).
+
+    Raises
+    ------
+    StudyError
+        Not a list of mappings; an unknown or missing key; a method name outside
+        :data:`NAME_PATTERN` or repeated; ``train`` not a list of names; ``predictions`` not a
+        mapping of the study's datasets to folders; a bad ``label``, ``pattern`` or ``glob``;
+        a flag that is not true or false.
+    """
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not entries:
+        _fail(where, "external", "expected a list of {method, predictions: {dataset: folder}}")
+    parsed, methods = [], {}
+    for i, entry in enumerate(entries):
+        key = f"external[{i}]"
+        if not isinstance(entry, dict):
+            _fail(where, key, "expected a mapping with method and predictions")
+        for k in entry:
+            if k not in EXTERNAL_KEYS:
+                _fail(where, f"{key}.{k}", f"unknown key (known: {', '.join(EXTERNAL_KEYS)})")
+        for k in ("method", "predictions"):
+            if k not in entry:
+                _fail(where, f"{key}.{k}", "required")
+        method = entry["method"]
+        _check_name(where, f"{key}.method", method, "method name")
+        if method in methods:
+            _fail(where, f"{key}.method", f"method {method!r} is repeated (also {methods[method]})")
+        methods[method] = key
+        parsed.append(_parse_external_entry(where, key, {**EXTERNAL_KEYS, **entry}, datasets))
+    return parsed
+
+
+def _parse_external_entry(where: _Source, key: str, entry: dict, datasets: dict) -> dict:
+    """One ``external`` entry's values checked (:func:`_parse_external`)."""
+    train = entry["train"]
+    train = [train] if isinstance(train, str) else train
+    if not isinstance(train, list):
+        _fail(where, f"{key}.train", "expected a list of dataset names")
+    for j, name in enumerate(train):
+        _check_name(where, f"{key}.train[{j}]", name, "dataset name")
+    _check_distinct(where, f"{key}.train", train, "dataset")
+    predictions = entry["predictions"]
+    if not isinstance(predictions, dict) or not predictions:
+        _fail(where, f"{key}.predictions", "expected a mapping of test dataset -> folder")
+    for test, folder in predictions.items():
+        if test not in datasets:
+            _fail(
+                where,
+                f"{key}.predictions.{test}",
+                f"unknown dataset {test!r} (declared: {', '.join(datasets)})",
+            )
+        if not isinstance(folder, str) or not folder:
+            _fail(where, f"{key}.predictions.{test}", f"expected a folder, got {folder!r}")
+    for flag in ("resample", "binarize", "allow_missing"):
+        if not isinstance(entry[flag], bool):
+            _fail(where, f"{key}.{flag}", f"expected true or false, got {entry[flag]!r}")
+    problem = _setting_problem("label", entry["label"], datasets)
+    if problem:
+        _fail(where, f"{key}.label", problem)
+    for k in ("pattern", "glob"):
+        if not isinstance(entry[k], str):
+            _fail(where, f"{key}.{k}", f"expected a string, got {entry[k]!r}")
+    try:
+        compile_pattern(entry["pattern"])
+    except ValueError as exc:
+        _fail(where, f"{key}.pattern", str(exc))
+    if not entry["glob"] or Path(entry["glob"]).is_absolute():
+        _fail(where, f"{key}.glob", "expected a glob relative to the prediction folder")
+    folders = {test: _expand_env(folder) for test, folder in predictions.items()}
+    return {**entry, "train": list(train), "predictions": folders}
