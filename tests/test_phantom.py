@@ -112,15 +112,19 @@ def test_metadata(meta):
 
 def test_contrast_ratios_follow_the_table(meta):
     centers = phantom.CENTERS
+    gain = phantom.LesionParams().core_gain
     for s in meta["scans"]:
         c = centers[s["center"]]
-        # per-subject jitter is +/- 0.03; per-lesion SD 0.068 around the center ratio
+        # per-subject jitter is +/- 0.03; per-lesion SD 0.10 around the center ratio, whose
+        # excess over WM the lesion core raises by up to core_gain / 2
         assert abs(s["contrast_gm_wm"] - c.gm_ratio) < 0.08, s
-        assert abs(s["contrast_lesion_wm"] - c.lesion_ratio) < 0.1, s
-    # a center with a higher table ratio has a higher measured ratio on average
+        excess = c.lesion_ratio - 1
+        assert 1 + excess - 0.1 < s["contrast_lesion_wm"] < 1 + excess * (1 + gain / 2) + 0.1, s
+    # a center with a higher table ratio has a higher measured ratio (one tiny scan each,
+    # whose lesions draw contrasts with SD 0.10 around the table's 1.55 and 1.40)
     m03 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M03"])
     m07 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M07"])
-    assert m03 > m07 + 0.1
+    assert m03 > m07
 
 
 def test_render_contrast_without_jitter():
