@@ -23,8 +23,10 @@ from msnb.preprocess import load_brain
 __all__ = [
     "compute_dataset_table",
     "compute_lesion_stats",
+    "phantom_centers",
     "plot_center_histograms",
     "plot_center_slices",
+    "plot_phantom_centers",
 ]
 
 
@@ -206,3 +208,84 @@ def plot_center_histograms(scans: Sequence[Scan], ax=None, *, bins: int = 100):
     ax.set_ylabel("density x intensity")
     ax.legend(fontsize=7)
     return ax
+
+
+def phantom_centers(preset: str = "tiny", seed: int = 0, *, dataset: str = "msseg2016_train"):
+    """One phantom subject seen by every simulated center (the phantom's scanner model).
+
+    The first subject of ``dataset`` in the phantom ``preset`` / ``seed``: its anatomy and
+    lesions, rendered without any scanner (the center's table contrast only), then through
+    each center of :data:`msnb.phantom.CENTERS` (slice thickness, texture, bias, noise,
+    gamma, units, outliers; docs/phantom.md section 3). Nothing is written.
+
+    Returns
+    -------
+    dict
+        ``images`` (name -> float32 volume: ``"phantom"`` first, then each center),
+        ``brain``, ``truth`` (bool), ``tissue`` (uint8 labels of
+        :data:`msnb.phantom.TISSUE_LABELS`).
+    """
+    from msnb import phantom as ph
+    from msnb.phantom.simulate import subject_lesions, tissue_labels
+
+    cfg = ph.make_config(preset)
+    task = next(t for t in ph.scan_tasks(cfg, seed) if t.dataset == dataset)
+    tpl = ph.load_template(cfg.voxel_mm, cfg.anatomy)
+    rng = ph.seeded_rng(seed, task.dataset, task.subject, "anatomy")
+    sub = ph.make_subject(tpl, cfg.anatomy, cfg.lesions, rng)
+    sd, pv, zmap = ph.rasterize_lesions(sub, subject_lesions(cfg, seed, task, sub), cfg.lesions)
+    c = cfg.centers[task.center]
+    table = {"lesion": c.lesion_ratio, "gm": c.gm_ratio, "csf": c.csf_ratio}
+    images = {"phantom": ph.render_contrast(sub, pv, zmap, table, cfg.lesions, sd)}
+    for name, center in cfg.centers.items():
+        rng = ph.seeded_rng(seed, "centers figure", name)
+        images[name] = ph.apply_center(sub, pv, zmap, center, cfg.lesions, cfg.jitter, rng, sd)[0]
+    return {"images": images, "brain": sub.brain, "truth": pv >= 0.5, "tissue": tissue_labels(sub)}
+
+
+def plot_phantom_centers(sim: dict, *, center: str = "M01", bins: int = 120):
+    """The same axial slice of the phantom and of each center, and one center's histogram.
+
+    Top row: the slice (the brain's middle, moved towards lesions) of every image of
+    ``sim`` (:func:`phantom_centers`), each on its own grey scale (0 to its brain's 99.5th
+    percentile), lesion outlines in red on the first. Bottom: ``center``'s intensities in
+    units of the mode of its non-lesion brain (:func:`msnb.phantom.realism.brain_mode`),
+    as densities of GM, WM and lesion voxels, with the non-lesion brain's 95th percentile:
+    the lesion voxels left of it are no brighter than normal grey matter.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from msnb.phantom.realism import brain_mode
+
+    images, brain, truth, tissue = sim["images"], sim["brain"], sim["truth"], sim["tissue"]
+    fig = plt.figure(figsize=(2.4 * len(images), 6.2))
+    grid = fig.add_gridspec(2, len(images), height_ratios=(1.1, 1))
+    z = _center_slice(brain, truth)
+    for k, (name, img) in enumerate(images.items()):
+        a = fig.add_subplot(grid[0, k])
+        a.imshow(img[:, :, z].T, cmap="gray", origin="lower", vmin=0,
+                 vmax=np.percentile(img[brain], 99.5))  # fmt: skip
+        if k == 0 and truth[:, :, z].any():
+            a.contour(truth[:, :, z].T.astype(float), levels=[0.5], colors="r", linewidths=0.6)
+        a.set_title(name if k else "phantom (no scanner)", fontsize=9)
+        a.set_axis_off()
+    img = images[center] / brain_mode(images[center][brain & ~truth])
+    ax = fig.add_subplot(grid[1, :])
+    edges = np.linspace(0, 2.2, bins + 1)
+    for label, sel in (("WM", tissue == 3), ("GM", tissue == 2), ("lesion", truth)):
+        ax.hist(img[sel & brain & (sel if label == "lesion" else ~truth)], bins=edges,
+                density=True, histtype="step", label=label)  # fmt: skip
+    p95 = np.quantile(img[brain & ~truth], 0.95)
+    ax.axvline(p95, color="k", ls="--", lw=0.8, label="non-lesion brain p95")
+    share = np.mean(img[truth] <= p95) if truth.any() else float("nan")
+    ax.set_title(f"center {center}: {share:.0%} of lesion voxels are no brighter than the "
+                 "non-lesion brain's 95th percentile", fontsize=9)  # fmt: skip
+    ax.set_xlabel("FLAIR / mode of the non-lesion brain")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -39,11 +39,34 @@ def test_explore_helpers_on_tiny_phantom(tmp_path):
     assert len(ax.get_lines()) == 4
 
 
+def test_phantom_through_every_center():
+    import numpy as np
+
+    from msnb.phantom import CENTERS
+
+    sim = explore.phantom_centers("tiny", 0)
+    images = sim["images"]
+    assert list(images) == ["phantom", *CENTERS]
+    brain, truth = sim["brain"], sim["truth"]
+    assert truth.any() and not (truth & ~brain).any()
+    # one anatomy: every center is 0 outside the same brain; units differ between centers
+    for name in CENTERS:
+        assert np.array_equal(images[name] > 0, brain), name
+    wm = sim["tissue"] == 3
+    levels = {name: float(np.median(images[name][wm & ~truth])) for name in CENTERS}
+    assert levels["M03"] > 2 * levels["M08"] > 4 * levels["M01"]
+    fig = explore.plot_phantom_centers(sim, center="M07")
+    assert len(fig.axes) == len(images) + 1
+    title = fig.axes[-1].get_title()
+    share = float(title.split("%")[0].split()[-1]) / 100
+    assert 0.05 < share < 0.6, title
+
+
 @pytest.mark.slow
 def test_notebook_runs_on_tiny_phantom(tmp_path, run_notebook):
     root = generate_phantom(tmp_path / "ph", preset="tiny", progress=False)
     nb = run_notebook("01_explore_data", data_root=str(root))
-    assert len(image_outputs(nb)) == 2
+    assert len(image_outputs(nb)) == 3
     assert "msseg2016_test" in json.dumps(nb)
 
 
@@ -51,6 +74,6 @@ def test_notebook_runs_on_tiny_phantom(tmp_path, run_notebook):
 def test_notebook_defaults_use_the_shared_phantom(run_notebook):
     """Without data_root the notebook reads the phantom every notebook and the study use."""
     nb = run_notebook("01_explore_data")
-    assert len(image_outputs(nb)) == 2
+    assert len(image_outputs(nb)) == 3
     assert (sources.phantom_root("tiny", 0) / "phantom.json").exists()
     assert not (outputs_root() / "phantom" / "tiny").exists()  # no second copy

@@ -24,11 +24,12 @@ One module per job:
 - :mod:`.fields`: smooth random fields;
 - :mod:`.anatomy`: templates and subjects;
 - :mod:`.lesions`: lesion generation, evolution, rasterization, statistics;
-- :mod:`.scanner`: the center model (contrast, bias, noise, gamma, scale, outliers);
+- :mod:`.scanner`: the center model (contrast, slice thickness, bias, noise, gamma, scale, outliers);
 - :mod:`.raters`: simulated raters;
 - :mod:`.layout`: the scans of a phantom and their files in the real layouts;
 - :mod:`.simulate`: one scan in memory;
-- :mod:`.generate`: :func:`generate_phantom` and the ``msnb phantom`` command.
+- :mod:`.generate`: :func:`generate_phantom` and the ``msnb phantom`` command;
+- :mod:`.realism`: how much a scan looks like real FLAIR (docs/phantom.md section 9).
 
 Randomness is seeded per scan from ``(seed, dataset, subject, timepoint)``, so the output
 does not depend on the number of worker processes.

@@ -91,6 +91,22 @@ def _ventricle_distance(csf: np.ndarray, origin: np.ndarray, anatomy: AnatomyPar
     return ndi.distance_transform_edt(~np.isin(labels, keep)).astype(np.float32)
 
 
+def _sharpen(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray, power: float):
+    """GM and WM after raising the CSF, GM, WM fractions to ``power`` and renormalizing.
+
+    The population-average maps blur the cortical ribbon and the deep grey nuclei into
+    WM; the power sharpens each voxel towards its dominant tissue (the brain share of a
+    voxel, ``mask``, is kept).
+    """
+    if power == 1.0:
+        return gm, wm
+    csf = np.clip(mask - gm - wm, 0, 1)
+    fr = np.stack([csf, gm, wm]) ** power
+    total = fr.sum(0)
+    scale = np.divide(np.clip(mask, 0, 1), total, out=np.zeros_like(total), where=total > 0)
+    return (fr[1] * scale).astype(np.float32), (fr[2] * scale).astype(np.float32)
+
+
 @functools.cache
 def load_template(voxel_mm: float, anatomy: AnatomyParams) -> Template:
     """The templates prepared for a phantom grid of ``voxel_mm`` (cached per process).
@@ -111,6 +127,7 @@ def load_template(voxel_mm: float, anatomy: AnatomyParams) -> Template:
     gm, wm, mask = gm[sl], wm[sl], mask[sl]
     origin = aff[:3, 3] + lo * np.diag(aff)[:3]
     dvent = _ventricle_distance(np.clip(mask - gm - wm, 0, 1), origin, anatomy)
+    gm, wm = _sharpen(gm, wm, mask, anatomy.sharpen_power)
     sigma = np.sqrt(max(voxel_mm**2 - 1.0, 0.0)) / 2.355
     if sigma > 0.1:
         gm, wm, mask = (ndi.gaussian_filter(a, sigma) for a in (gm, wm, mask))
@@ -138,6 +155,12 @@ class Subject:
         Smooth field (mm) added to the lesions' signed distance.
     texture : np.ndarray, float32
         Unit-variance field modulating the lesion intensity.
+    rim : np.ndarray, float32, optional
+        Ependymal rim fraction (1 on the ventricle wall, 0 beyond ``rim_mm``).
+    tissue_texture : np.ndarray, float32, optional
+        Unit-variance fine texture of all tissue (``texture_corr_mm``).
+    flow : np.ndarray, float32, optional
+        Where the ventricles' CSF-flow artefacts are (0-1, 0 outside the ventricles).
     """
 
     wm: np.ndarray
@@ -150,6 +173,9 @@ class Subject:
     voxel_mm: float
     boundary_noise: np.ndarray
     texture: np.ndarray
+    rim: np.ndarray | None = None
+    tissue_texture: np.ndarray | None = None
+    flow: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -235,7 +261,90 @@ def make_subject(
     ventricles = (vent_frac >= 0.5) & brain
     dvent = np.maximum(dv - dil - 0.5, 0.0).astype(np.float32) * scale
     shape, v = tpl.grid_shape, tpl.voxel_mm
+    if anatomy.fold_corr_mm > 0:
+        gm, wm, csf = _fold_cortex(gm, wm, csf, brain, ventricles, v, anatomy, rng)
     amp = rng.uniform(*lesions.boundary_amplitude_mm)
     bnoise = smooth_field(shape, v, lesions.boundary_corr_mm, rng) * amp
     texture = smooth_field(shape, v, lesions.texture_corr_mm, rng)
-    return Subject(wm, gm, csf, brain, ventricles, dvent, tpl.affine, v, bnoise, texture)
+    rim = (np.clip(1.0 - dvent / anatomy.rim_mm, 0.0, 1.0) * (brain & ~ventricles)).astype(
+        np.float32
+    )
+    tissue_texture = smooth_field(shape, v, anatomy.texture_corr_mm, rng)
+    flow = _flow_map(ventricles, v, anatomy, rng)
+    return Subject(
+        wm, gm, csf, brain, ventricles, dvent, tpl.affine, v, bnoise, texture, rim,
+        tissue_texture, flow,
+    )  # fmt: skip
+
+
+def _flow_map(
+    ventricles: np.ndarray, voxel_mm: float, anatomy: AnatomyParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Patches covering ``flow_fraction`` of the ventricles (0-1, soft edges)."""
+    field = smooth_field(ventricles.shape, voxel_mm, anatomy.flow_corr_mm, rng)
+    if not ventricles.any():
+        return np.zeros(ventricles.shape, np.float32)
+    thr = np.quantile(field[ventricles], 1.0 - anatomy.flow_fraction)
+    return (np.clip((field - thr) / 0.5 + 0.5, 0.0, 1.0) * ventricles).astype(np.float32)
+
+
+def _sulcus_distance(
+    depth: np.ndarray, voxel_mm: float, corr_mm: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Distance (mm) to the nearest sulcus: radial sheets under the zero lines of a field.
+
+    A smooth field is sampled at each voxel's projection onto the brain surface (the voxel
+    moved by its depth against the gradient of the smoothed depth map), so it is constant
+    along the surface normal; the distance to its zero level is ``|F| / |grad F|``.
+    """
+    v = voxel_mm
+    field = smooth_field(depth.shape, v, corr_mm, rng)
+    smooth = ndi.gaussian_filter(depth, 1.5 / v)
+    grads = np.gradient(smooth)
+    norm = np.sqrt(sum(g**2 for g in grads)) + 1e-6
+    steps = depth / v / norm
+    coords = [np.arange(n, dtype=np.float32).reshape([-1 if j == k else 1 for j in range(3)])
+              - steps * grads[k] for k, n in enumerate(depth.shape)]  # fmt: skip
+    projected = ndi.map_coordinates(field, coords, order=1, mode="nearest").astype(np.float32)
+    del coords
+    slope = np.sqrt(sum(g**2 for g in np.gradient(projected, v)))
+    return np.abs(projected) / np.maximum(slope, 0.05)
+
+
+def _fold_cortex(gm, wm, csf, brain, ventricles, voxel_mm, anatomy: AnatomyParams, rng):
+    """Sulci and a grey-matter ribbon in the outer ``sulcus_depth_mm`` of the brain.
+
+    The sulci are radial sheets: the zero lines of a smooth field on the brain surface,
+    carried inward along the surface normal (each voxel takes the field of its nearest
+    surface point) down to a depth that varies around ``sulcus_depth_mm``. Each sheet holds
+    CSF ``sulcus_width_mm`` wide, lined by ``cortex_mm`` of GM; the surface carries the same
+    GM ribbon; the rest of that outer layer is WM (the gyri's cores). The template's
+    fractions fade back in over 2 mm below the deepest sulci. Fractions are partial volumes
+    of the grid voxel.
+
+    Returns
+    -------
+    gm, wm, csf : np.ndarray, float32
+    """
+    v = voxel_mm
+    shape = gm.shape
+    depth = ndi.distance_transform_edt(brain, sampling=v).astype(np.float32)
+    d_sulcus = _sulcus_distance(depth, v, anatomy.fold_corr_mm, rng)
+    max_depth = anatomy.sulcus_depth_mm * (1.0 + 0.3 * smooth_field(shape, v, 10.0, rng))
+
+    def ramp(edge: np.ndarray) -> np.ndarray:  # fraction of a voxel inside ``distance < edge``
+        return np.clip(edge / v + 0.5, 0.0, 1.0)
+
+    half = anatomy.sulcus_width_mm / 2
+    sulcal = ramp(half - d_sulcus) * ramp(max_depth - depth)
+    ribbon = np.maximum(ramp(half + anatomy.cortex_mm - d_sulcus) * ramp(
+        max_depth + anatomy.cortex_mm - depth), ramp(anatomy.cortex_mm - depth))  # fmt: skip
+    outer = np.clip((max_depth + anatomy.cortex_mm + 2.0 - depth) / 2.0, 0.0, 1.0)
+    outer *= brain & ~ventricles
+    brain_share = gm + wm + csf
+    f_csf = np.maximum(sulcal, csf * (depth <= v)) * brain_share
+    f_gm = (brain_share - f_csf) * ribbon
+    f_wm = brain_share - f_csf - f_gm
+    mix = [(outer * new + (1 - outer) * old).astype(np.float32)
+           for new, old in ((f_gm, gm), (f_wm, wm), (f_csf, csf))]  # fmt: skip
+    return mix[0], mix[1], mix[2]

@@ -57,6 +57,30 @@ class AnatomyParams:
         CSF fraction above which a voxel can be ventricle.
     n_ventricle_components : int, default 2
         Largest CSF components kept as ventricles.
+    sharpen_power : float, default 2.0
+        The 1 mm template's CSF, GM and WM fractions are raised to this power and
+        renormalized (a sharper cortical ribbon and deep grey nuclei than the population
+        average; 1 keeps them).
+    fold_corr_mm : float, default 2.5
+        Correlation length of the folding field whose zero lines on the brain surface are
+        the sulci (about 4.4 x this between neighbouring sulci); 0 disables the folding.
+    sulcus_depth_mm : float, default 10.0
+        Mean depth of the sulci below the brain surface (varies +/- 30 % over the brain).
+    sulcus_width_mm : float, default 2.2
+        Width of the CSF inside a sulcus.
+    cortex_mm : float, default 2.5
+        Thickness of the grey-matter ribbon on the surface and along the sulci.
+    rim_mm : float, default 1.5
+        Thickness of the ependymal rim lining the ventricles (its brightness is the
+        center's ``rim_ratio``).
+    texture_corr_mm : float, default 1.0
+        Correlation length of the fine tissue texture (its SD is the center's
+        ``texture_pct``).
+    flow_corr_mm : float, default 3.0
+        Correlation length of the field that places CSF-flow artefacts in the ventricles
+        (their strength is the center's ``flow_ratio``).
+    flow_fraction : float, default 0.15
+        Share of the ventricle voxels a CSF-flow artefact covers.
     """
 
     scale_pct: float = 5.0
@@ -67,6 +91,15 @@ class AnatomyParams:
     ventricle_box_mm: tuple[tuple[float, float], ...] = ((-35, 35), (-45, 35), (-5, 35))
     ventricle_csf: float = 0.5
     n_ventricle_components: int = 2
+    sharpen_power: float = 2.0
+    fold_corr_mm: float = 2.5
+    sulcus_depth_mm: float = 10.0
+    sulcus_width_mm: float = 2.2
+    cortex_mm: float = 2.5
+    rim_mm: float = 1.5
+    texture_corr_mm: float = 1.0
+    flow_corr_mm: float = 3.0
+    flow_fraction: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -103,10 +136,19 @@ class LesionParams:
         Its correlation length.
     pv_width_mm : float, default 0.5
         Partial volume ``sigmoid(-signed_distance / pv_width_mm)``.
-    ratio_sd : float, default 0.068
+    ratio_sd : float, default 0.10
         Per-lesion SD of the lesion/WM ratio.
     texture_sd, texture_corr_mm : float, default 0.03, 0.5
         Texture inside lesions (relative SD of the ratio, correlation length).
+    core_gain : float, default 0.6
+        Within-lesion heterogeneity: a lesion's excess contrast ``r - 1`` is scaled by
+        ``1 - core_gain / 2`` on its border rising to ``1 + core_gain / 2`` in its core.
+    core_mm : float, default 1.5
+        Depth below the lesion border over which the core brightens (``1 - exp(-d /
+        core_mm)``).
+    juxtacortical_share : float, default 0.15
+        Share of the ellipsoids centred at the cortex's border with WM (weight
+        ``GM WM``) instead of the periventricular weight.
     new_per_interval : float, default 2.0
         Poisson mean of new lesions between two timepoints.
     volume_log_sd : float, default 0.15
@@ -133,9 +175,12 @@ class LesionParams:
     boundary_amplitude_mm: tuple[float, float] = (0.5, 1.0)
     boundary_corr_mm: float = 3.0
     pv_width_mm: float = 0.5
-    ratio_sd: float = 0.068
+    ratio_sd: float = 0.10
     texture_sd: float = 0.03
     texture_corr_mm: float = 0.5
+    core_gain: float = 0.6
+    core_mm: float = 1.5
+    juxtacortical_share: float = 0.15
     new_per_interval: float = 2.0
     volume_log_sd: float = 0.15
     vanish_probability: float = 0.05
@@ -168,6 +213,12 @@ class CenterParams:
     outlier_fraction : float
         Fraction of brain voxels set to ``outlier_k`` x WM (0.0002 = 0.02 %).
     outlier_k : float
+    rim_ratio : float, default 1.25
+        Ependymal rim (ventricle wall) to WM.
+    texture_pct : float, default 6.0
+        SD of the fine multiplicative tissue texture, in percent.
+    flow_ratio : float, default 0.0
+        Brightness (to WM) of the CSF-flow artefacts in the ventricles; 0: none.
     """
 
     name: str
@@ -183,17 +234,20 @@ class CenterParams:
     scale: float
     outlier_fraction: float
     outlier_k: float
+    rim_ratio: float = 1.25
+    texture_pct: float = 6.0
+    flow_ratio: float = 0.0
 
 
 CENTERS: dict[str, CenterParams] = {
     c.name: c
     for c in (
-        CenterParams("ISB", "isbi", "Philips 3T 2D", 2.2, 3.0, 5.0, 1.00, 1.32, 1.10, 0.25, 1.0, 0.0, 0.0),
-        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 1.5, 10.0, 0.90, 1.40, 1.06, 0.30, 400.0, 0.0002, 3.0),
-        CenterParams("M07", "07", "Siemens Aera 1.5T", 1.25, 2.5, 10.0, 1.10, 1.25, 1.09, 0.22, 150.0, 0.0002, 3.0),
-        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 1.5, 10.0, 1.00, 1.35, 1.05, 0.35, 1500.0, 0.0002, 3.0),
-        CenterParams("M03", "03", "GE 3T (unseen)", 1.0, 2.0, 15.0, 0.78, 1.50, 1.18, 0.40, 4000.0, 0.0005, 5.0),
-        CenterParams("LJ", "ljubljana", "Siemens Trio 3T", 0.8, 3.0, 10.0, 1.20, 1.40, 1.10, 0.30, 800.0, 0.0003, 4.0),
+        CenterParams("ISB", "isbi", "Philips 3T 2D", 2.2, 6.0, 5.0, 1.00, 1.45, 1.20, 0.15, 1.0, 0.0, 0.0, flow_ratio=1.0),
+        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 5.0, 10.0, 0.90, 1.45, 1.22, 0.20, 400.0, 0.0002, 3.0),
+        CenterParams("M07", "07", "Siemens Aera 1.5T", 1.25, 5.0, 10.0, 1.10, 1.40, 1.18, 0.18, 150.0, 0.0002, 3.0, flow_ratio=0.9),
+        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 4.5, 10.0, 1.00, 1.42, 1.15, 0.25, 1500.0, 0.0002, 3.0),
+        CenterParams("M03", "03", "GE 3T (unseen)", 1.0, 5.0, 15.0, 0.78, 1.55, 1.25, 0.28, 4000.0, 0.0005, 5.0),
+        CenterParams("LJ", "ljubljana", "Siemens Trio 3T", 0.8, 4.0, 10.0, 1.20, 1.35, 1.15, 0.22, 800.0, 0.0003, 4.0),
     )
 }  # fmt: skip
 

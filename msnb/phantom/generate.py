@@ -67,7 +67,9 @@ def run_task(cfg: PhantomConfig, seed: int, task: ScanTask, roots: dict[str, str
     sub = res["subject"]
     stats = compute_lesion_stats(res["truth"], sub, cfg.lesions)
     contrast = measure_contrast(
-        render_contrast(sub, res["pv"], res["zmap"], res["jitter"], cfg.lesions), sub, res["pv"]
+        render_contrast(sub, res["pv"], res["zmap"], res["jitter"], cfg.lesions, res["sd"]),
+        sub,
+        res["pv"],
     )
     return {
         "dataset": task.dataset, "subject": task.subject, "timepoint": f"{task.timepoint:02d}",

@@ -103,11 +103,15 @@ def _ellipsoid_size(volume_mm3: float, ratio: float) -> float:
     return float((3.0 * volume_mm3 * ratio**2 / (4.0 * np.pi)) ** (1.0 / 3.0))
 
 
-def _centre_weights(sub: Subject, p: LesionParams) -> np.ndarray:
-    w = sub.wm**2 * np.exp(-sub.dvent / p.decay_mm) * (sub.csf < 0.5) * sub.brain
+def _centre_weights(sub: Subject, p: LesionParams) -> tuple[np.ndarray, np.ndarray]:
+    """Flat centre weights: periventricular ``WM^2 exp(-d/decay)`` and juxtacortical
+    ``GM WM`` (both 0 in CSF and outside the brain, x the infratentorial factor)."""
+    allowed = (sub.csf < 0.5) & sub.brain & ~sub.ventricles
     zfac = np.where(sub.world(2) < p.infratentorial_z_mm, p.infratentorial_factor, 1.0)
-    w = w * zfac.reshape(1, 1, -1)
-    return w.ravel().astype(np.float64)
+    zfac = zfac.reshape(1, 1, -1) * allowed
+    w = sub.wm**2 * np.exp(-sub.dvent / p.decay_mm) * zfac
+    juxta = sub.gm * sub.wm * (sub.dvent > p.dawson_mm) * zfac
+    return w.ravel().astype(np.float64), juxta.ravel().astype(np.float64)
 
 
 def _long_axis(sub: Subject, ijk: np.ndarray, p: LesionParams, rng: np.random.Generator):
@@ -132,10 +136,19 @@ def _long_axis(sub: Subject, ijk: np.ndarray, p: LesionParams, rng: np.random.Ge
 def _draw_ellipsoids(
     sub: Subject, p: LesionParams, rng: np.random.Generator, volumes: list[float], weights
 ) -> list[Lesion]:
+    """Ellipsoids of the given volumes; a binomial ``juxtacortical_share`` of them centred
+    with the juxtacortical weight, the rest with the periventricular one."""
     if not volumes:
         return []
-    prob = weights / weights.sum()
-    idx = rng.choice(weights.size, size=len(volumes), p=prob)
+    periventricular, juxta = weights
+    if juxta.sum() <= 0:
+        juxta = periventricular
+    n_juxta = int(rng.binomial(len(volumes), p.juxtacortical_share))
+    idx = np.concatenate([
+        rng.choice(juxta.size, size=n_juxta, p=juxta / juxta.sum()),
+        rng.choice(periventricular.size, size=len(volumes) - n_juxta,
+                   p=periventricular / periventricular.sum()),
+    ])  # fmt: skip
     v = sub.voxel_mm
     out = []
     for vol, flat in zip(volumes, idx, strict=True):

@@ -6,8 +6,6 @@ noise, gamma, intensity scale and bright outliers. Each scan jitters its center'
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -24,15 +22,31 @@ def render_contrast(
     zmap: np.ndarray,
     ratios: dict[str, float],
     lesions: LesionParams,
+    sd: np.ndarray | None = None,
 ) -> np.ndarray:
     """Step 2 of the center model: ``S = sum_k f_k mu_k`` (WM = 1), lesions on top.
 
-    ``ratios`` holds ``lesion``, ``gm`` and ``csf`` (to WM). Lesion voxels get
-    ``S (1 + (r - 1) PV)`` with ``r = lesion + ratio_sd * z`` per lesion plus texture.
+    ``ratios`` holds ``lesion``, ``gm`` and ``csf`` (to WM) and optionally ``rim`` (the
+    ependymal rim, default 1: none), ``flow`` (CSF-flow artefacts in the ventricles,
+    default 0: none) and ``texture`` (SD of the multiplicative tissue texture, default 0).
+    Lesion voxels get ``S (1 + (r - 1) h PV)`` with ``r = lesion + ratio_sd * z`` per
+    lesion plus texture; with the signed distance ``sd`` the heterogeneity
+    ``h = 1 - core_gain / 2 + core_gain (1 - exp(-depth / core_mm))`` makes the core
+    brighter than the border (``depth`` = ``max(-sd, 0)``), otherwise ``h = 1``.
     """
     s = sub.wm + ratios["gm"] * sub.gm + ratios["csf"] * sub.csf
+    if sub.rim is not None and ratios.get("rim", 1.0) != 1.0:
+        s = s * (1.0 + (ratios["rim"] - 1.0) * sub.rim)
+    if sub.flow is not None and ratios.get("flow", 0.0) > 0:
+        s = s + np.maximum(ratios["flow"] - s, 0.0) * sub.flow
+    if sub.tissue_texture is not None and ratios.get("texture", 0.0) > 0:
+        s = s * (1.0 + ratios["texture"] * sub.tissue_texture)
     r = ratios["lesion"] + lesions.ratio_sd * zmap + lesions.texture_sd * sub.texture
-    return (s * (1.0 + (r - 1.0) * pv)).astype(np.float32)
+    gain = (r - 1.0) * pv
+    if sd is not None and lesions.core_gain > 0:
+        core = 1.0 - np.exp(-np.maximum(-sd, 0.0) / lesions.core_mm)
+        gain = gain * (1.0 - lesions.core_gain / 2 + lesions.core_gain * core)
+    return (s * (1.0 + gain)).astype(np.float32)
 
 
 def measure_contrast(image: np.ndarray, sub: Subject, pv: np.ndarray) -> dict[str, float]:
@@ -74,9 +88,11 @@ def _slice_thickness(vol: np.ndarray, voxel_mm: float, slice_mm: float) -> np.nd
 
 
 def jitter_center(c: CenterParams, j: JitterParams, rng: np.random.Generator) -> dict:
-    """One scan's values of its center: ``gamma``, ``lesion``, ``gm``, ``csf``, ``noise``.
+    """One scan's values of its center: ``gamma``, ``lesion``, ``gm``, ``csf``, ``noise``,
+    ``rim``, ``texture``, ``flow``.
 
-    ``noise`` is the Rician SD as a fraction of the WM signal.
+    ``noise`` is the Rician SD and ``texture`` the tissue texture SD as fractions of the WM
+    signal; ``rim`` is jittered like the other ratios; ``flow`` is the center's.
     """
     return {
         "gamma": c.gamma * float(np.exp(rng.normal(0.0, j.gamma_log_sd))),
@@ -84,6 +100,9 @@ def jitter_center(c: CenterParams, j: JitterParams, rng: np.random.Generator) ->
         "gm": c.gm_ratio + rng.uniform(-j.ratio, j.ratio),
         "csf": c.csf_ratio + rng.uniform(-j.ratio, j.ratio),
         "noise": c.noise_pct / 100.0 * (1.0 + rng.uniform(-j.noise_rel, j.noise_rel)),
+        "rim": c.rim_ratio + rng.uniform(-j.ratio, j.ratio),
+        "texture": c.texture_pct / 100.0,
+        "flow": c.flow_ratio,
     }
 
 
@@ -121,12 +140,15 @@ def apply_center(
     lesions: LesionParams,
     jitter: JitterParams,
     rng: np.random.Generator,
+    sd: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The center model of docs/phantom.md section 3, in order.
 
-    1 slice thickness (on the tissue and lesion fractions), 2 contrast, 3 bias field,
-    4 Rician noise, 5 gamma, 6 scale and bright outliers. The image is 0 outside the brain
-    and at least the smallest positive float32 inside.
+    1 contrast (:func:`render_contrast`: tissue, ependymal rim, CSF-flow artefacts, tissue
+    texture, lesions), 2 slice thickness (on the rendered image), 3 bias field, 4 Rician
+    noise, 5 gamma, 6 scale and bright outliers. The image is 0 outside the brain and at
+    least the smallest positive float32 inside. ``sd`` is the lesions' signed distance
+    (:func:`~msnb.phantom.lesions.rasterize_lesions`), for their brighter cores.
 
     Returns
     -------
@@ -135,11 +157,8 @@ def apply_center(
         The scan's center values (:func:`jitter_center`).
     """
     jit = jitter_center(center, jitter, rng)
-    v = sub.voxel_mm
-    wm, gm, csf = (_slice_thickness(a, v, center.slice_mm) for a in (sub.wm, sub.gm, sub.csf))
-    blurred = dataclasses.replace(sub, wm=wm, gm=gm, csf=csf)
-    pv_b = _slice_thickness(pv, v, center.slice_mm)
-    img = render_contrast(blurred, pv_b, zmap, jit, lesions)
+    img = render_contrast(sub, pv, zmap, jit, lesions, sd)
+    img = _slice_thickness(img, sub.voxel_mm, center.slice_mm)
     img = img * _bias_field(sub, center, jitter, rng)
     # Rician noise
     n1 = rng.standard_normal(sub.shape, dtype=np.float32) * jit["noise"]

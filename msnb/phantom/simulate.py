@@ -63,7 +63,7 @@ def simulate_scan(cfg: PhantomConfig, seed: int, task: ScanTask) -> dict:
     dict
         ``flair`` (float32), ``brain``, ``truth``, ``raters`` (list of bool arrays),
         ``consensus`` (bool, or None with two raters or fewer), ``tissue`` (uint8 labels),
-        ``subject`` (:class:`Subject`), ``pv``, ``zmap``, ``jitter`` (the scan's center
+        ``subject`` (:class:`Subject`), ``pv``, ``zmap``, ``sd`` (lesion signed distance), ``jitter`` (the scan's center
         values), ``affine``, ``n_generated`` (lesions drawn).
     """
     tpl = load_template(cfg.voxel_mm, cfg.anatomy)
@@ -75,7 +75,7 @@ def simulate_scan(cfg: PhantomConfig, seed: int, task: ScanTask) -> dict:
     truth = pv >= 0.5
     rng = seeded_rng(seed, task.dataset, task.subject, task.timepoint, "scan")
     center = cfg.centers[task.center]
-    flair, jit = apply_center(sub, pv, zmap, center, cfg.lesions, cfg.jitter, rng)
+    flair, jit = apply_center(sub, pv, zmap, center, cfg.lesions, cfg.jitter, rng, sd)
     spec = cfg.dataset(task.dataset)
     allowed = sub.brain & ~sub.ventricles & (sub.csf < 0.5)
     fp_region = (sub.wm > 0.9) & (sd > 3.0)
@@ -87,5 +87,5 @@ def simulate_scan(cfg: PhantomConfig, seed: int, task: ScanTask) -> dict:
     return {
         "flair": flair, "brain": sub.brain, "truth": truth, "raters": raters,
         "consensus": consensus, "tissue": tissue_labels(sub), "subject": sub, "pv": pv,
-        "zmap": zmap, "jitter": jit, "affine": sub.affine, "n_generated": len(lesions),
+        "zmap": zmap, "sd": sd, "jitter": jit, "affine": sub.affine, "n_generated": len(lesions),
     }  # fmt: skip
