@@ -150,9 +150,7 @@ def test_tour_in_a_real_browser(tmp_path):
             )
             try:
                 run = run_all_cells(page)
-                page.wait_for_function(
-                    "document.querySelectorAll('.widget-slider').length >= 8", timeout=60_000
-                )
+                _wait_for_sliders(page, 8)
             finally:
                 page.screenshot(path=str(tmp_path / "after-run.png"))
             print(f"Run All requests: {run['run_all_requests']}, dialogs: {run['dialogs']}")
@@ -168,8 +166,8 @@ def test_tour_in_a_real_browser(tmp_path):
             # the teaching views: each redraws when its control is used
             for name, act in (
                 ("threshold", lambda box: _press(page, box, "ArrowRight", times=3)),
-                ("compare", lambda box: _press(page, box, "ArrowDown")),
-                ("raters", lambda box: _press(page, box, "ArrowDown")),
+                ("compare", lambda box: _press(page, box, "ArrowDown", times=2)),
+                ("raters", lambda box: _press(page, box, "ArrowDown", times=2)),
                 ("planes", lambda box: box.locator("button:text-is('coronal')").click()),
             ):
                 box = page.locator(f".msnb-{name}")
@@ -192,16 +190,39 @@ def _press(page, box, key: str, times: int = 5) -> None:
 
 
 def _assert_redraws(page, box, act, timeout: float = 30) -> None:
-    """``act()`` on a view changes the image it shows (its ``src`` and its pixels)."""
+    """``act()`` on a view changes the image it shows (its ``src`` and its pixels), once
+    the view has stopped redrawing (the same ``src`` for two seconds)."""
     box.scroll_into_view_if_needed()
     image = box.locator(".widget-output img").first
     image.wait_for(timeout=30_000)
     before, shot_before = image.get_attribute("src"), image.screenshot()
     act()
-    deadline, after = time.time() + timeout, before
-    while time.time() < deadline and after == before:
+    deadline, seen, stable_since = time.time() + timeout, before, None
+    while time.time() < deadline:
         time.sleep(0.5)
         image = box.locator(".widget-output img").first
-        after = image.get_attribute("src")
-    assert after != before, "the control did not change the image"
+        src = image.get_attribute("src") if image.count() else seen
+        if src != seen:
+            seen, stable_since = src, time.time()
+        elif seen != before and time.time() - stable_since > 2:
+            break
+    assert seen != before, "the control did not change the image"
     assert image.screenshot() != shot_before
+
+
+WIDGET_STATE = """() => ({
+    sliders: document.querySelectorAll('.widget-slider').length,
+    views: Array.from(document.querySelectorAll('[class*="msnb-"]')).map(e => e.className),
+    problems: Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+        .map(e => e.innerText).filter(t => /widget|Error|VBox\\(/.test(t)).slice(0, 5)})"""
+
+
+def _wait_for_sliders(page, n: int, timeout: float = 90) -> None:
+    """Wait until the page shows ``n`` widget sliders; else fail saying what it shows."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = page.evaluate(WIDGET_STATE)
+        if state["sliders"] >= n:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{n} sliders expected after {timeout} s: {state}")
