@@ -59,6 +59,7 @@ __all__ = [
     "compute_agreement_matrix",
     "compute_label_cost",
     "compute_lesion_agreement",
+    "compute_rater_map",
     "compute_rater_agreement",
     "find_truth",
     "plot_agreement_matrix",
@@ -583,3 +584,34 @@ def write_agreement(
         out_dir, summary or {}, kind="agreement", tables=recorded, csv=False
     )
     return written
+
+
+def compute_rater_map(masks: dict) -> dict:
+    """How many raters marked each voxel, and SimpleITK's STAPLE consensus of them.
+
+    Parameters
+    ----------
+    masks : dict of str to np.ndarray
+        Mask name -> bool (X, Y, Z), e.g. :func:`msnb.widgets.load_slice_volumes`'s ``masks``; the raters
+        are the names starting with ``rater``.
+
+    Returns
+    -------
+    dict
+        ``count`` (int (X, Y, Z), 0 to the number of raters), ``staple`` (bool (X, Y, Z),
+        :func:`msnb.masks.combine_masks` with ``method="staple"``), ``n_raters``.
+
+    Raises
+    ------
+    ValueError
+        When there is no rater mask (a single-rater dataset has nothing to disagree on).
+    """
+    raters = [m for n, m in masks.items() if n.startswith("rater")]
+    if not raters:
+        raise ValueError(f"no rater masks among {', '.join(masks) or 'none'}: nothing to compare")
+    stack = np.stack([np.asarray(m, bool) for m in raters])
+    return {
+        "count": stack.sum(axis=0),
+        "staple": combine_masks(list(stack), method="staple"),
+        "n_raters": len(raters),
+    }

@@ -580,15 +580,38 @@ def validation_examples(result: TrainResult, *, n: int = 4, batch_size: int = 16
     return images, truths, preds
 
 
-def ensure_demo_bundle(*, phantom: str = "tiny", seed: int = 0, progress: bool = False) -> Path:
+def ensure_demo_bundle(
+    *, phantom: str = "tiny", seed: int = 0, normalization: str = "quantile", progress: bool = False
+) -> Path:
     """A tiny model bundle trained on the phantom's MSSEG-like training set (cached).
 
     Lets notebooks that need a model run with their defaults. Trained once (32 px, one
-    short epoch, a few seconds on a CPU) into ``<outputs>/cache/demo-bundle-<phantom>-<seed>``.
+    short epoch, a few seconds on a CPU) into ``<outputs>/cache/demo-bundle-<phantom>-<seed>``
+    (``...-<seed>-<normalization>`` for another normalization than quantile, e.g. the
+    tour's linear twin, trained the same way).
     """
-    path = cache_root() / f"demo-bundle-{phantom}-{seed}"
+    suffix = "" if normalization == "quantile" else f"-{normalization}"
+    path = cache_root() / f"demo-bundle-{phantom}-{seed}{suffix}"
     if (path / "bundle.json").exists():
         return path
+    specs = resolve_datasets(["msseg2016_train"], phantom=phantom, seed=seed, progress=progress)
+    cfg = TrainConfig(
+        size=32,
+        epochs=1,
+        batch_size=8,
+        max_slices_per_epoch=32,
+        seed=seed,
+        normalization=normalization,
+        progress=progress,
+    )
+    train_model(
+        load_datasets(specs),
+        cfg,
+        bundle_path=path,
+        model_id=path.name,
+        train_datasets=["msseg2016_train"],
+    )
+    return path
     specs = resolve_datasets(["msseg2016_train"], phantom=phantom, seed=seed, progress=progress)
     cfg = TrainConfig(
         size=32, epochs=1, batch_size=8, max_slices_per_epoch=32, seed=seed, progress=progress

@@ -1,8 +1,11 @@
 """Interactive views (ipywidgets). Each ``view_*`` shows a static figure's data with
 controls; the callbacks are plain functions (``*_frame``) that tests call directly.
 
-ipywidgets is imported inside the ``view_*`` functions only, so the frames and
-:func:`plot_slice_frame` work without a widget front end.
+ipywidgets is imported inside the ``view_*`` functions only, so the frames and the
+``plot_*`` functions work without a widget front end. Every slider redraws once it is
+released (``continuous_update=False``): a drag is one redraw, not one per step, so a slow
+kernel does not queue stale figures. Each view's box carries a CSS class (``msnb-threshold``,
+``msnb-compare``, ``msnb-raters``, ``msnb-planes``) by which the browser test finds it.
 """
 
 from __future__ import annotations
@@ -10,20 +13,42 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from msnb.agreement import compute_rater_map
 from msnb.masks import most_lesion_slice
 from msnb.nifti import load_image, load_mask
 from msnb.viz import plot_histograms, plot_overlay, plot_slice, to_display
 
 __all__ = [
+    "PLANES",
+    "compare_frame",
     "load_slice_volumes",
     "normalization_frame",
     "overlay_frame",
+    "plane_frame",
+    "plot_compare_frame",
+    "plot_plane_frame",
+    "plot_rater_frame",
     "plot_slice_frame",
+    "plot_three_planes",
+    "rater_frame",
     "slice_frame",
+    "threshold_frame",
+    "view_compare",
     "view_normalization",
     "view_overlay",
+    "view_planes",
+    "view_raters",
     "view_slices",
+    "view_threshold",
 ]
+
+
+def _slider(w, *, value, low, high, description, step=1):
+    """An ipywidgets slider (int for an int step) that redraws on release."""
+    cls = w.IntSlider if isinstance(step, int) else w.FloatSlider
+    return cls(
+        value=value, min=low, max=high, step=step, description=description, continuous_update=False
+    )
 
 
 def normalization_frame(comparison, scan_id: str, z: int, method: str) -> dict:
@@ -52,8 +77,8 @@ def view_normalization(comparison):
     ids = comparison.scans.scan_id.tolist()
     depth = comparison.volumes[(comparison.methods[0], ids[0])].shape[2]
     scan = w.Dropdown(options=ids, description="scan")
-    z = w.IntSlider(
-        value=int(comparison.scans.slice_z.iloc[0]), min=0, max=depth - 1, description="slice"
+    z = _slider(
+        w, value=int(comparison.scans.slice_z.iloc[0]), low=0, high=depth - 1, description="slice"
     )
     method = w.ToggleButtons(options=comparison.methods, description="method")
     out = w.Output()
@@ -101,7 +126,7 @@ def view_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *, titl
     import ipywidgets as w
 
     start = most_lesion_slice(np.asarray(truth, bool))
-    z = w.IntSlider(value=start, min=0, max=image.shape[2] - 1, description="slice")
+    z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
     out = w.Output()
 
     def draw(*_):
@@ -205,12 +230,8 @@ def view_slices(scans):
 
     first = volumes(scans[0].scan_id)
     scan = w.Dropdown(options=list(by_id), description="scan")
-    z = w.IntSlider(
-        value=first["image"].shape[2] // 2,
-        min=0,
-        max=first["image"].shape[2] - 1,
-        description="slice",
-    )
+    depth = first["image"].shape[2]
+    z = _slider(w, value=depth // 2, low=0, high=depth - 1, description="slice")
     choices = ["none", *first["masks"], "all raters"]
     overlay = w.Dropdown(
         options=choices, value=choices[1] if len(choices) > 2 else "none", description="overlay"
@@ -234,3 +255,288 @@ def view_slices(scans):
         control.observe(draw, names="value")
     draw()
     return w.VBox([w.HBox([scan, overlay]), z, out])
+
+
+def threshold_frame(
+    image: np.ndarray, truth: np.ndarray, probability: np.ndarray, z: int, threshold: float
+) -> dict:
+    """What the threshold view shows: one slice of a prediction at a probability threshold.
+
+    Parameters
+    ----------
+    image, truth, probability : np.ndarray, shape (X, Y, Z)
+        A canonical volume, its truth and a model's lesion probability on the same grid.
+    z : int
+        Axial slice (clipped to the volume).
+    threshold : float
+        Voxels with probability >= threshold are lesion.
+
+    Returns
+    -------
+    dict
+        :func:`overlay_frame`'s keys for the thresholded mask, plus ``threshold``, ``dice``
+        (the whole volume's Dice at this threshold, NaN when truth and prediction are both
+        empty) and ``volume_voxels`` (predicted lesion voxels in the volume).
+    """
+    pred = np.asarray(probability) >= threshold
+    frame = overlay_frame(image, truth, pred, z)
+    t = np.asarray(truth, bool)
+    denom = int(t.sum() + pred.sum())
+    frame.update(
+        threshold=float(threshold),
+        dice=2 * int((t & pred).sum()) / denom if denom else float("nan"),
+        volume_voxels=int(pred.sum()),
+    )
+    return frame
+
+
+def view_threshold(
+    image: np.ndarray, truth: np.ndarray, probability: np.ndarray, *, title: str = ""
+):
+    """Move the probability threshold (and the slice): the overlay and Dice follow.
+
+    Starts at threshold 0.5 on the slice with the most truth lesion.
+    """
+    import ipywidgets as w
+
+    start = most_lesion_slice(np.asarray(truth, bool))
+    threshold = _slider(w, value=0.5, low=0.05, high=0.95, step=0.05, description="threshold")
+    z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
+    out = w.Output()
+
+    def draw(*_):
+        f = threshold_frame(image, truth, probability, z.value, threshold.value)
+        with out:
+            out.clear_output(wait=True)
+            head = f"{title} p >= {f['threshold']:.2f}: volume Dice {f['dice']:.3f}"
+            plot_overlay(f["plane"], f["truth"], f["pred"], title=head)
+            plt.show()
+
+    for control in (threshold, z):
+        control.observe(draw, names="value")
+    draw()
+    box = w.VBox([threshold, z, out])
+    box.add_class("msnb-threshold")
+    return box
+
+
+def compare_frame(image: np.ndarray, truth: np.ndarray, preds: dict, z: int) -> dict:
+    """Two (or more) models on the same slice: one :func:`overlay_frame` per model.
+
+    Returns
+    -------
+    dict of str to dict
+        Model name -> its frame, the slice the same for all.
+    """
+    return {name: overlay_frame(image, truth, pred, z) for name, pred in preds.items()}
+
+
+def plot_compare_frame(frames: dict, *, axes=None):
+    """Draw a :func:`compare_frame`: the models side by side, with their slice counts."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames), 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, (name, f) in zip(axes, frames.items(), strict=True):
+        head = f"{name}\nTP {f['tp']} FP {f['fp']} FN {f['fn']}"
+        plot_overlay(f["plane"], f["truth"], f["pred"], ax=ax, title=head, legend=ax is axes[-1])
+    return axes
+
+
+def view_compare(image: np.ndarray, truth: np.ndarray, preds: dict):
+    """Two models side by side on the same scan and slice (e.g. quantile vs linear)."""
+    import ipywidgets as w
+
+    start = most_lesion_slice(np.asarray(truth, bool))
+    z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
+    out = w.Output()
+
+    def draw(*_):
+        with out:
+            out.clear_output(wait=True)
+            plot_compare_frame(compare_frame(image, truth, preds, z.value))
+            plt.show()
+
+    z.observe(draw, names="value")
+    draw()
+    box = w.VBox([z, out])
+    box.add_class("msnb-compare")
+    return box
+
+
+def rater_frame(image: np.ndarray, rater_map: dict, z: int) -> dict:
+    """One axial slice of a :func:`msnb.agreement.compute_rater_map`: image, counts, STAPLE outline.
+
+    Returns
+    -------
+    dict
+        ``plane``, ``count``, ``staple`` (X, Y), ``n_raters``, ``z`` and ``agreement``:
+        voxels of the slice by the number of raters who marked them, ``{k: voxels}`` for
+        k = 1 .. n_raters.
+    """
+    z = int(np.clip(z, 0, image.shape[2] - 1))
+    count = rater_map["count"][:, :, z]
+    n = rater_map["n_raters"]
+    return {
+        "plane": image[:, :, z],
+        "count": count,
+        "staple": rater_map["staple"][:, :, z],
+        "n_raters": n,
+        "z": z,
+        "agreement": {k: int((count == k).sum()) for k in range(1, n + 1)},
+    }
+
+
+def plot_rater_frame(frame: dict, *, ax=None, title: str = ""):
+    """Draw a :func:`rater_frame`: raters per voxel in colour (1 pale to all dark), STAPLE
+    outlined in cyan; returns the Axes."""
+    ax = plot_slice(frame["plane"], ax=ax, title=title or f"z = {frame['z']}")
+    n = frame["n_raters"]
+    count = np.ma.masked_equal(to_display(frame["count"]), 0)
+    image = ax.imshow(count, cmap="YlOrRd", vmin=0.5, vmax=n + 0.5, interpolation="nearest")
+    bar = ax.figure.colorbar(image, ax=ax, ticks=range(1, n + 1), fraction=0.046, pad=0.04)
+    bar.set_label("raters who marked the voxel")
+    if frame["staple"].any():
+        ax.contour(to_display(frame["staple"].astype(float)), levels=[0.5], colors=["cyan"])
+    ax.plot([], [], color="cyan", label="STAPLE")
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.6)
+    return ax
+
+
+def view_raters(volumes: dict, *, title: str = ""):
+    """Scroll a scan's slices: how many raters marked each voxel, and their STAPLE consensus.
+
+    Parameters
+    ----------
+    volumes : dict
+        From :func:`load_slice_volumes` (a scan with several raters).
+    """
+    import ipywidgets as w
+
+    image, rater_map = volumes["image"], compute_rater_map(volumes["masks"])
+    start = most_lesion_slice(rater_map["count"] > 0)
+    z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
+    out = w.Output()
+
+    def draw(*_):
+        frame = rater_frame(image, rater_map, z.value)
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5.5, 5))
+            plot_rater_frame(frame, ax=ax, title=f"{title} z = {frame['z']}")
+            plt.show()
+
+    z.observe(draw, names="value")
+    draw()
+    box = w.VBox([z, out])
+    box.add_class("msnb-raters")
+    return box
+
+
+#: The three planes of a canonical (RAS+) volume: the fixed axis, and the patient's side at
+#: the left and right edges of the displayed plane (neurological view: left on the left).
+PLANES = {
+    "axial": (2, ("L", "R")),
+    "coronal": (1, ("L", "R")),
+    "sagittal": (0, ("P", "A")),
+}
+
+
+def plane_frame(image: np.ndarray, plane: str, index: int, *, mask=None) -> dict:
+    """One slice of a canonical volume in the axial, coronal or sagittal plane.
+
+    Parameters
+    ----------
+    image : np.ndarray, shape (X, Y, Z)
+        A canonical (RAS+) volume.
+    plane : {"axial", "coronal", "sagittal"}
+    index : int
+        Slice along the plane's axis (clipped).
+    mask : np.ndarray, shape (X, Y, Z), optional
+        A binary mask, sliced the same way.
+
+    Returns
+    -------
+    dict
+        ``plane`` (2D, in :func:`msnb.viz.to_display`'s input order: the horizontal axis
+        first, the vertical second, so the top of the display is anterior or superior),
+        ``mask`` (same, or None), ``index``, ``depth`` (slices along the axis), ``name``,
+        ``sides`` (the patient's side at the left and the right edge).
+    """
+    if plane not in PLANES:
+        raise ValueError(f"unknown plane {plane!r}; choose {', '.join(PLANES)}")
+    axis, sides = PLANES[plane]
+    index = int(np.clip(index, 0, image.shape[axis] - 1))
+    take = [slice(None)] * 3
+    take[axis] = index
+    return {
+        "plane": image[tuple(take)],
+        "mask": None if mask is None else np.asarray(mask, bool)[tuple(take)],
+        "index": index,
+        "depth": image.shape[axis],
+        "name": plane,
+        "sides": sides,
+    }
+
+
+def plot_plane_frame(frame: dict, *, ax=None, title: str = ""):
+    """Draw a :func:`plane_frame` with its side labels (L/R, or P/A for sagittal) and the
+    mask outlined; returns the Axes."""
+    ax = plot_slice(frame["plane"], ax=ax, title=title or f"{frame['name']} {frame['index']}")
+    if frame["mask"] is not None and frame["mask"].any():
+        ax.contour(to_display(frame["mask"].astype(float)), levels=[0.5], colors=["#ff8c00"])
+    for x, side, align in ((0.02, frame["sides"][0], "left"), (0.98, frame["sides"][1], "right")):
+        ax.text(x, 0.5, side, transform=ax.transAxes, ha=align, va="center", color="yellow",
+                fontsize=12, fontweight="bold")  # fmt: skip
+    return ax
+
+
+def plot_three_planes(image: np.ndarray, *, mask=None, point=None, axes=None):
+    """The axial, coronal and sagittal slices through ``point`` (default: the mask's most
+    lesioned axial slice and its centre of mass, or the volume's centre).
+
+    Returns
+    -------
+    np.ndarray of Axes
+    """
+    if point is None:
+        if mask is not None and np.asarray(mask).any():
+            point = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+        else:
+            point = np.array(image.shape) // 2
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, PLANES, strict=True):
+        plot_plane_frame(plane_frame(image, name, point[PLANES[name][0]], mask=mask), ax=ax)
+    return axes
+
+
+def view_planes(image: np.ndarray, *, mask=None):
+    """Choose a plane (axial, coronal, sagittal) and scroll its slices; L/R marked."""
+    import ipywidgets as w
+
+    plane = w.ToggleButtons(options=list(PLANES), description="plane")
+    z = _slider(w, value=image.shape[2] // 2, low=0, high=image.shape[2] - 1, description="slice")
+    out = w.Output()
+
+    def on_plane(*_):
+        depth = image.shape[PLANES[plane.value][0]]
+        with z.hold_trait_notifications():
+            z.max = depth - 1
+            z.value = depth // 2
+        draw()
+
+    def draw(*_):
+        frame = plane_frame(image, plane.value, z.value, mask=mask)
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5, 5))
+            plot_plane_frame(frame, ax=ax)
+            plt.show()
+
+    plane.observe(on_plane, names="value")
+    z.observe(draw, names="value")
+    draw()
+    box = w.VBox([plane, z, out])
+    box.add_class("msnb-planes")
+    return box

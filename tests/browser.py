@@ -166,3 +166,47 @@ class Lab:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+# A viewer's canvas drawn: brainsprite paints the three planes on one canvas per iframe.
+VIEWER_CANVASES = """() => Array.from(document.querySelectorAll('iframe.viewer')).map(f => {
+    const c = f.contentDocument && f.contentDocument.querySelector('canvas');
+    return c ? [c.width, c.height] : null; })"""
+
+
+def open_report(path: Path, screenshot: Path, *, wait_ms: int = 3000) -> dict:
+    """Open a static HTML page (a study's report.html) in headless Chromium.
+
+    Returns the page's console messages (``[(type, text)]``, uncaught errors as
+    ``pageerror``), its visible text, the ``alt`` of every image, the size of each
+    three-plane viewer's canvas and every link's ``href``; saves a screenshot of the
+    first screen to ``screenshot`` and one of the whole page beside it (``*-full.png``).
+    """
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        console: list[tuple[str, str]] = []
+        page.on("console", lambda m: console.append((m.type, m.text)))
+        page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+        page.on("requestfailed", lambda r: console.append(("requestfailed", r.url)))
+        page.goto(path.resolve().as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(wait_ms)  # the viewers draw once their sprites decode
+        page.screenshot(path=str(screenshot))
+        page.screenshot(
+            path=str(screenshot.with_name(screenshot.stem + "-full.png")), full_page=True
+        )
+        out = {
+            "console": console,
+            "text": page.inner_text("body"),
+            "images": page.eval_on_selector_all("img", "els => els.map(e => e.alt)"),
+            "viewers": page.evaluate(VIEWER_CANVASES),
+            "links": page.eval_on_selector_all(
+                "a[href]", "els => els.map(e => e.getAttribute('href'))"
+            ),
+        }
+        browser.close()
+    return out

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_report import check_report_page
 
-from msnb.paths import parameters_dir
+from msnb.paths import REPO_ROOT, outputs_root, parameters_dir
 from msnb.recipe import TrainConfig, model_id_for
 from msnb.sources import resolve_datasets
 from msnb.study import (
@@ -545,11 +546,14 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     np.testing.assert_allclose(cells["sd_seeds"], by_cell.std(ddof=1).loc[cells.index])
     report = full["report"].read_text()
     assert "Figure 2" in report and "data:image/png;base64" in report
-    assert f"train/{trains[0].model_id}.ipynb" in report
+    assert f"train/{trains[0].model_id}.html" in report
     # Annotation agreement runs on the dataset with several raters and lands in the report.
     assert [a["name"] for a in full["analyses"]] == ["statistics", "agreement-msseg2016_train"]
     assert all(a["status"] == "ok" for a in full["analyses"])
-    assert "Annotation agreement: msseg2016_train" in report and "agreement/" in report
+    assert "Rater agreement: MSSEG-2016 train" in report and "agreement/" in report
+    # What a reader sees, in headless Chromium (no paths, full ids, every figure, viewers).
+    forbidden = [tmp_path, REPO_ROOT, outputs_root()]
+    check_report_page(full["report"], results, forbidden, tmp_path / "report.png")
     out = tmp_path / "out" / "tiny"
     timings = json.loads((out / "timings.json").read_text())["seconds"]
     assert timings["total"] >= timings["grid"] > 0 and timings["train_jobs"] > 0
