@@ -77,7 +77,7 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     print(f"msnb segment end to end (process start included): {time.perf_counter() - t:.1f} s")
 
-    from msnb.predict import segment_file
+    from msnb.segment import segment_file
 
     res = segment_file(flair, bundle, out / "seg2")
     print(

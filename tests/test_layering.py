@@ -34,6 +34,7 @@ LAYERS = {
         "msnb.bundle",
         "msnb.metrics",
         "msnb.predict",
+        "msnb.segment",
         "msnb.train",
     ),
     "analysis": ("msnb.agreement", "msnb.stats", "msnb.explore", "msnb.paper"),
