@@ -581,14 +581,13 @@ def _cli_segment(args: argparse.Namespace) -> int:
     if args.summary:
         write_text(args.summary, summary.to_csv(sep="\t", index=False, na_rep="n/a"))
     failed = summary[summary.status == "error"]
-    if len(failed):
+    if len(failed) and len(summary) > 1:  # one input: its error line says it all
         print(
             f"msnb segment: {len(failed)} of {len(summary)} inputs failed: "
             + ", ".join(failed.input),
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 1 if len(failed) else 0
 
 
 def register_cli(sub) -> None:
