@@ -233,6 +233,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     flair = make_volume(out)
     bundle = make_bundle(out, flair, args.size)
+    import msnb
+
+    print(f"msnb {msnb.__version__} from {Path(msnb.__file__).parent}")
     print(f"volume {SHAPE}, model UNet++-resnet18 at {args.size} px")
     only = set(args.only) or {"end-to-end", "imports", "options"}
     if "end-to-end" in only:
