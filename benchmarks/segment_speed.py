@@ -1,19 +1,31 @@
-"""Time ``msnb segment`` end to end on one 1 mm brain volume (target: under 15 s on CPU).
+"""Time ``msnb segment`` end to end on one 1 mm 182 x 218 x 182 brain volume, and its options.
 
 Usage::
 
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 \
-        .venv/bin/python benchmarks/segment_speed.py [--size 224] [--out /tmp/segment-bench]
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 HF_HUB_OFFLINE=1 \
+        .venv/bin/python benchmarks/segment_speed.py [--size 224] [--runs 5] [--out DIR]
 
-The input is nilearn's MNI152 2009 T1 template at 1 mm (197 x 233 x 189, no network needed)
-written as a NIfTI with an LPS affine; the model is an untrained UNet++-resnet18 bundle at
-the given size (speed does not depend on the weights). It also times the normalization step
-on the same volume.
+The input is nilearn's MNI152 2009 T1 template at 1 mm (no network needed), brain-masked,
+cropped about its center to 182 x 218 x 182 (the FSL MNI grid's shape) and written with an
+LPS affine; the model is an untrained UNet++-resnet18 bundle at ``--size`` (speed does not
+depend on the weights). It reports, each as the median of ``--runs`` runs:
+
+1. ``msnb segment`` end to end in a fresh process (process start included), and the
+   in-process stages of one run (read, brain mask, normalize, slice, infer, unslice);
+2. the imports: ``import torch``, ``import msnb.segment`` (what the CLI imports before the
+   bundle) and ``segmentation_models_pytorch`` (timm, torchvision, ``torch._dynamo``), each
+   in a fresh process;
+3. inference options on ``--sweep-slices`` of the volume's own model planes, in slices/s and
+   as a ratio to msnb's default (channels-last, batch 16, all threads): batch size,
+   channels-last, threads, a frozen TorchScript trace, ``torch.export``, and ONNX Runtime when
+   it is installed. The options are measured in rounds (every option once per round), so a
+   load that changes during the run weighs on all of them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
@@ -22,69 +34,216 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+SHAPE = (182, 218, 182)
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--out", default="/tmp/segment-bench")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
+def make_volume(out: Path) -> Path:
+    """The brain-masked MNI152 2009 template, cropped to :data:`SHAPE`, LPS, as NIfTI."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
-
-    from msnb.bundle import save_bundle
-    from msnb.models import build_model
-    from msnb.normalize import build_reference, get_normalizer
 
     tpl = load_mni152_template(resolution=1)
     mask = np.asarray(load_mni152_brain_mask(resolution=1).dataobj) > 0
     data = np.where(mask, np.asarray(tpl.dataobj, dtype=np.float32), 0)
+    start = [(n - s) // 2 for n, s in zip(data.shape, SHAPE, strict=True)]
+    data = data[tuple(slice(a, a + s) for a, s in zip(start, SHAPE, strict=True))]
     aff = tpl.affine.copy()
-    lps = aff @ np.array(
-        [[-1, 0, 0, data.shape[0] - 1], [0, -1, 0, data.shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]]
+    aff[:3, 3] += aff[:3, :3] @ np.array(start)
+    flip = np.array(
+        [[-1, 0, 0, SHAPE[0] - 1], [0, -1, 0, SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]]
     )
-    flair = out / "mni_1mm_lps.nii.gz"
-    nib.save(nib.Nifti1Image(data[::-1, ::-1], lps), str(flair))
-    print(f"volume {data.shape}, {int(mask.sum())} brain voxels")
+    path = out / "mni_1mm_182x218x182_lps.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data[::-1, ::-1]), aff @ flip), str(path))
+    return path
 
-    norm = get_normalizer("quantile", build_reference([(data, mask)]))
-    t = time.perf_counter()
-    norm(data, mask)
-    print(f"quantile normalization: {time.perf_counter() - t:.3f} s")
 
-    bundle = out / f"bundle-{args.size}"
+def make_bundle(out: Path, flair: Path, size: int) -> Path:
+    from msnb.bundle import save_bundle
+    from msnb.models import build_model
+    from msnb.normalize import build_reference, get_normalizer
+    from msnb.preprocess import compute_brain_mask
+
+    data = np.asarray(nib.load(flair).dataobj, dtype=np.float32)
+    norm = get_normalizer("quantile", build_reference([(data, compute_brain_mask(data))]))
+    path = out / f"bundle-{size}"
+    model = build_model("unetplusplus", "resnet18")
     save_bundle(
-        bundle,
-        build_model("unetplusplus", "resnet18"),
-        architecture="unetplusplus",
-        encoder="resnet18",
-        size=args.size,
-        normalizer=norm,
+        path, model, architecture="unetplusplus", encoder="resnet18", size=size, normalizer=norm
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "msnb.cli",
-        "segment",
-        str(flair),
-        "--model",
-        str(bundle),
-        "--out",
-        str(out / "seg"),
-    ]
+    return path
+
+
+def _wall(cmd: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    print(f"msnb segment end to end (process start included): {time.perf_counter() - t:.1f} s")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
 
-    from msnb.predict import segment_file
 
-    res = segment_file(flair, bundle, out / "seg2")
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def time_end_to_end(flair: Path, bundle: Path, out: Path, runs: int) -> None:
+    cmd = [sys.executable, "-m", "msnb.cli", "segment", str(flair), "--model", str(bundle)]
+    walls = [_wall([*cmd, "--out", str(out / f"seg{i}")]) for i in range(runs)]
+    print(f"msnb segment end to end, process start included: {_median(walls)}")
+
+    from msnb.segment import segment_file
+
+    res = segment_file(flair, bundle, out / "seg-steps")
+    steps = {k: round(v, 2) for k, v in res["steps"].items()}
+    print(f"  in-process stages of one run (s): {steps}, total {res['seconds']:.1f} s")
+
+
+def time_imports(runs: int) -> None:
+    for what in ("torch", "msnb.segment", "msnb.segment, segmentation_models_pytorch"):
+        walls = [_wall([sys.executable, "-c", f"import {what}"]) for _ in range(runs)]
+        print(f"python -c 'import {what}': {_median(walls)}")
+
+
+def model_planes(flair: Path, bundle_path: Path, n: int) -> np.ndarray:
+    """``n`` normalized model planes of the volume, taken evenly from its brain slices."""
+    from msnb.bundle import load_bundle
+    from msnb.nifti import load_image
+    from msnb.preprocess import compute_brain_mask
+    from msnb.slices import brain_slices, compute_geometry, to_model_plane
+
+    bundle = load_bundle(bundle_path)
+    vol = load_image(flair)
+    brain = compute_brain_mask(vol.data)
+    zs = brain_slices(brain, min_brain_fraction=bundle.min_brain_fraction)
+    print(f"{len(zs)} of {vol.shape[2]} axial slices hold brain and are predicted")
+    image = bundle.normalizer(vol.data, brain)
+    geom = compute_geometry(brain, bundle.size, crop=bundle.slice_crop)
+    pick = np.asarray(zs)[np.linspace(0, len(zs) - 1, min(n, len(zs))).astype(int)]
+    return to_model_plane(image[:, :, pick], geom)
+
+
+def _runners(model, example, *, onnx_dir: Path) -> dict:
+    """Inference callables ``f(batch) -> probabilities`` by option name."""
+    import torch
+
+    from msnb.predict import infer_slices
+
+    def msnb_infer(batch_size, channels_last, threads=None):
+        def run(planes):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                return infer_slices(
+                    model, planes, batch_size=batch_size, channels_last=channels_last
+                )
+            finally:
+                torch.set_num_threads(before)
+
+        return run
+
+    runners = {
+        "default: channels-last, batch 16": msnb_infer(16, True),
+        "batch 1": msnb_infer(1, True),
+        "batch 4": msnb_infer(4, True),
+        "batch 32": msnb_infer(32, True),
+        "contiguous (no channels-last), batch 16": msnb_infer(16, False),
+        "1 thread": msnb_infer(16, True, threads=1),
+    }
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+    runners["TorchScript, frozen (trace + freeze)"] = _planes_runner(frozen)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    runners["torch.export module"] = _planes_runner(exported)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("ONNX Runtime: not installed, not measured")
+    else:
+        runners["ONNX Runtime"] = _onnx_runner(model, example, onnx_dir)
+    return runners
+
+
+def _planes_runner(module, batch_size: int = 16):
+    import torch
+
+    def run(planes):
+        stack = torch.from_numpy(np.ascontiguousarray(np.moveaxis(planes, 2, 0))[:, None])
+        with torch.inference_mode():
+            for i in range(0, len(stack), batch_size):
+                torch.sigmoid(module(stack[i : i + batch_size]))
+
+    return run
+
+
+def _onnx_runner(model, example, onnx_dir: Path, batch_size: int = 16):
+    import onnxruntime as ort
+    import torch
+
+    path = onnx_dir / "model.onnx"
+    torch.onnx.export(model, (example,), str(path), dynamic_axes={"x": {0: "b"}}, input_names=["x"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(planes):
+        stack = np.ascontiguousarray(np.moveaxis(planes, 2, 0))[:, None].astype(np.float32)
+        for i in range(0, len(stack), batch_size):
+            session.run(None, {"x": stack[i : i + batch_size]})
+
+    return run
+
+
+def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int) -> None:
+    import torch
+
+    from msnb.bundle import load_bundle
+
+    planes = model_planes(flair, bundle_path, n)
+    model = load_bundle(bundle_path).model
+    example = torch.from_numpy(np.ascontiguousarray(np.moveaxis(planes[..., :4], 2, 0))[:, None])
+    t = time.perf_counter()
+    runners = _runners(model, example, onnx_dir=out)
+    print(f"preparing the traced, exported (and ONNX) models: {time.perf_counter() - t:.1f} s")
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():  # warm-up: first calls allocate and pick kernels
+        run(planes[..., :2])
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run(planes)
+            rates[name].append(planes.shape[2] / (time.perf_counter() - t))
+    base = statistics.median(rates["default: channels-last, batch 16"])
     print(
-        "in-process steps (s):",
-        {k: round(v, 2) for k, v in res["steps"].items()},
-        f"total {res['seconds']:.1f} s",
+        f"inference options on {planes.shape[2]} planes of {planes.shape[0]} px, {rounds} rounds:"
     )
+    print("| option | slices/s (median) | ratio to msnb's default |\n|---|---:|---:|")
+    for name, values in rates.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:.1f} | {med / base:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--runs", type=int, default=5, help="runs per end-to-end/import median")
+    ap.add_argument("--sweep-slices", type=int, default=48, help="planes per option timing")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the option timings")
+    ap.add_argument("--out", default="/tmp/segment-bench")
+    ap.add_argument(
+        "--only", choices=["end-to-end", "imports", "options"], action="append", default=[]
+    )
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    flair = make_volume(out)
+    bundle = make_bundle(out, flair, args.size)
+    import msnb
+
+    print(f"msnb {msnb.__version__} from {Path(msnb.__file__).parent}")
+    print(f"volume {SHAPE}, model UNet++-resnet18 at {args.size} px")
+    only = set(args.only) or {"end-to-end", "imports", "options"}
+    if "end-to-end" in only:
+        time_end_to_end(flair, bundle, out, args.runs)
+    if "imports" in only:
+        time_imports(args.runs)
+    if "options" in only:
+        time_options(flair, bundle, out, args.sweep_slices, args.rounds)
 
 
 if __name__ == "__main__":

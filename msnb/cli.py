@@ -30,7 +30,7 @@ __all__ = [
 _COMMAND_MODULES = {
     "scans": "msnb.datasets",
     "phantom": "msnb.phantom",
-    "segment": "msnb.predict",
+    "segment": "msnb.segment",
     "evaluate": "msnb.external",
     "study": "msnb.study.cli",
 }

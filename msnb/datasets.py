@@ -14,6 +14,10 @@ msseg2016_*    ``Training/`` (``msseg2016_train``) or ``Testing/`` (``msseg2016_
                ``Masks/Brain_Mask.nii.gz``
 3dmrms         ``patientXX/patientXX_FLAIR.nii.gz``, ``patientXX_consensus_gt.nii.gz``,
                ``patientXX_brainmask.nii.gz``
+bids           ``sub-*/[ses-*/]anat/*_FLAIR.nii[.gz]`` with masks in
+               ``derivatives/<pipeline>/sub-*/[ses-*/]anat/*_desc-<label>_mask.nii.gz``
+               (``desc-consensus``, ``desc-rater<K>``, ``desc-brain``) and the center
+               from ``participants.tsv`` (column ``center`` or ``site``)
 folder         any tree, from glob patterns and a regular expression
 ============== ===================================================================
 
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msnb.bids import find_flairs, parse_name, read_participants
 from msnb.masks import combine_masks
 from msnb.nifti import NiftiError, Volume, load_image, load_mask, read_nifti
 
@@ -50,6 +55,7 @@ __all__ = [
     "effective_label",
     "label_sources",
     "load_3dmrms",
+    "load_bids",
     "load_folder",
     "load_isbi2015",
     "load_label",
@@ -396,6 +402,108 @@ def load_3dmrms(root: str | Path) -> list[Scan]:
     return _check_unique(scans, root)
 
 
+#: How ``load_bids`` names a derivatives mask by its ``desc`` label (case-insensitive):
+#: ``consensus``, ``rater<K>`` and ``brain`` (the brain mask).
+BIDS_MASK_LABELS = re.compile(r"consensus|rater[1-9]\d*|brain", re.IGNORECASE)
+
+
+def load_bids(
+    root: str | Path,
+    *,
+    pipeline: str | None = None,
+    dataset: str = "bids",
+    center: str = "unknown",
+) -> list[Scan]:
+    """A BIDS dataset: raw FLAIRs with lesion masks from its derivatives.
+
+    FLAIRs are ``sub-<s>/[ses-<t>/]anat/*_FLAIR.nii[.gz]``; their masks are the files
+    ``derivatives/<pipeline>/sub-<s>/[ses-<t>/]anat/<entities>[_space-orig]_desc-<label>_mask.nii[.gz]``
+    with the FLAIR's entities, where ``<label>`` is ``consensus``, ``rater<K>`` (the mask
+    names of every adapter) or ``brain`` (the brain mask); other ``desc`` labels and
+    masks in another ``space`` are not lesion masks of the scan and are left aside.
+
+    The subject is the ``sub`` label, the timepoint the ``ses`` label (``"01"`` without
+    sessions) followed by any other entity of the FLAIR's name (``01_acq-3d``), the center
+    the ``center`` (or ``site``) column of ``participants.tsv`` for that subject.
+
+    Parameters
+    ----------
+    root : path
+        The BIDS dataset root (holding ``sub-*`` and ``derivatives/``).
+    pipeline : str, optional
+        Read masks from ``derivatives/<pipeline>`` only (default: every pipeline folder;
+        the same mask in two of them is an error).
+    dataset : str, default "bids"
+        The dataset name of the scans.
+    center : str, default "unknown"
+        The center of subjects ``participants.tsv`` does not place.
+
+    Raises
+    ------
+    DatasetError
+        No FLAIR; a FLAIR without any lesion mask; a mask found twice; an unreadable
+        ``participants.tsv``; an unknown ``pipeline``. The message names the file.
+    """
+    root = _require_dir(root, "bids")
+    flairs = find_flairs(root)
+    if not flairs:
+        raise DatasetError(
+            f"{root}: no FLAIR images (BIDS layout: sub-*/[ses-*/]anat/*_FLAIR.nii[.gz])"
+        )
+    masks = _bids_masks(root, pipeline)
+    try:
+        participants = read_participants(root)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    scans = []
+    for flair in flairs:
+        name = parse_name(flair)
+        found = dict(masks.get(name.source, {}))
+        brain = found.pop("brain", None)
+        if not found:
+            raise DatasetError(
+                f"{flair}: FLAIR without a lesion mask (expected derivatives/<pipeline>/.../"
+                f"{name.stem(dict(name.source))}_desc-consensus_mask.nii.gz or desc-rater<K>)"
+            )
+        ents = dict(name.source)
+        sub, ses = ents.pop("sub"), ents.pop("ses", "01")
+        timepoint = "_".join([ses, *(f"{k}-{v}" for k, v in ents.items())])
+        row = participants.get(sub, {})
+        site = next((row[k] for k in row if k.lower() in ("center", "site")), "")
+        site = center if site.lower() in ("", "n/a") else site
+        scans.append(Scan(dataset, sub, timepoint, site, flair, found, brain))
+    return _check_unique(scans, root)
+
+
+def _bids_masks(root: Path, pipeline: str | None) -> dict[tuple, dict[str, Path]]:
+    """The derivatives masks of a BIDS dataset, ``{source entities: {mask name: path}}``."""
+    deriv = root / "derivatives"
+    if pipeline is not None:
+        if not (deriv / pipeline).is_dir():
+            raise DatasetError(f"{deriv / pipeline}: no such derivatives pipeline folder")
+        pipelines = [deriv / pipeline]
+    else:
+        pipelines = sorted(p for p in deriv.iterdir() if p.is_dir()) if deriv.is_dir() else []
+    masks: dict[tuple, dict[str, Path]] = {}
+    for folder in pipelines:
+        for pattern in ("sub-*/anat/*_mask.nii*", "sub-*/ses-*/anat/*_mask.nii*"):
+            for path in sorted(folder.glob(pattern)):
+                name = parse_name(path)
+                if name is None or name.suffix != "mask" or not name.extension.startswith(".nii"):
+                    continue
+                desc = name.entities.get("desc", "")
+                if name.entities.get("space", "orig") != "orig":
+                    continue
+                if not BIDS_MASK_LABELS.fullmatch(desc):
+                    continue
+                label = desc.lower()
+                known = masks.setdefault(name.source, {})
+                if label in known:
+                    raise DatasetError(f"{path}: a second {label} mask (the first: {known[label]})")
+                known[label] = path
+    return masks
+
+
 def load_folder(
     root: str | Path,
     *,
@@ -505,6 +613,7 @@ ADAPTERS: dict[str, Callable[..., list[Scan]]] = {
     "msseg2016_train": load_msseg2016_train,
     "msseg2016_test": load_msseg2016_test,
     "3dmrms": load_3dmrms,
+    "bids": load_bids,
     "folder": load_folder,
 }
 
@@ -640,6 +749,8 @@ def _cli_scans(args: argparse.Namespace) -> int:
             "brain_mask": args.brain_mask,
             "pattern": args.pattern,
         }
+    elif args.adapter == "bids" and args.pipeline:
+        options = {"pipeline": args.pipeline}
     scans = load_scans(args.adapter, args.root, **options)
     table = scans_table(scans)
     if args.format == "csv":
@@ -672,4 +783,7 @@ def register_cli(sub) -> None:
     )
     p.add_argument("--brain-mask", help="folder adapter: brain mask pattern")
     p.add_argument("--pattern", default=r"(?P<subject>[^/]+)", help="folder adapter: subject regex")
+    p.add_argument(
+        "--pipeline", help="bids adapter: read masks from derivatives/PIPELINE only (default: all)"
+    )
     p.set_defaults(func=_cli_scans)

@@ -1,22 +1,20 @@
-"""Whole-scan prediction with a model bundle, evaluation over a dataset, and ``msnb segment``.
+"""Whole-scan prediction with a model bundle and evaluation over a dataset.
 
 A scan is predicted the way training slices were made: canonical (RAS+) orientation, brain
 mask, the bundle's normalization (its saved quantile reference), the axial slices holding
 brain (``min_brain_fraction`` of the bundle) cropped to the brain box, padded and resized
 to S x S. Slice probabilities are resized back (linear), placed in the volume, set to 0
 outside the brain mask, and mapped back to the input file's orientation; the binary mask
-is ``probability >= threshold`` (the bundle's, 0.5 by default).
+is ``probability >= threshold`` (the bundle's, 0.5 by default). ``msnb segment`` is
+:mod:`msnb.segment`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -25,28 +23,22 @@ from msnb.datasets import load_label
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups
 from msnb.docs import fill_doc
-from msnb.files import atomic_path
-from msnb.metrics import RESULT_COLUMNS, compute_metrics, lesion_table
+from msnb.metrics import RESULT_COLUMNS, compute_metrics
 from msnb.nifti import (
     NiftiError,
-    OutputError,
     Volume,
-    check_output_dir,
-    load_image,
-    load_mask,
-    save_image,
-    save_mask,
 )
 from msnb.preprocess import compute_brain_mask, load_flair
 from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
 __all__ = [
     "Prediction",
+    "check_batch_size",
+    "check_threshold",
     "evaluate_scans",
     "infer_slices",
     "predict_scan",
     "predict_volume",
-    "segment_file",
 ]
 
 
@@ -87,7 +79,16 @@ def _as_bundle(bundle: Bundle | str | os.PathLike) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
-def _check_batch_size(batch_size) -> None:
+def check_threshold(threshold) -> float:
+    """``threshold`` as a float, checked to be a number in (0, 1] (ValueError otherwise)."""
+    ok = isinstance(threshold, int | float | np.number) and not isinstance(threshold, bool)
+    if not ok or not 0 < float(threshold) <= 1:
+        raise ValueError(f"threshold (--threshold) must be a number in (0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def check_batch_size(batch_size) -> None:
+    """Raise ValueError unless ``batch_size`` is a positive integer."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(
             f"batch size (--batch-size) must be a positive integer, got {batch_size!r}"
@@ -126,7 +127,7 @@ def infer_slices(
     """
     import torch
 
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     cl, ac = resolve_speedups(device, channels_last=channels_last, autocast=autocast)
     model = model.to(device)
     if cl:
@@ -156,6 +157,7 @@ def predict_volume(
     batch_size: int = 16,
     device: str = "auto",
     autocast: str | None = None,
+    threshold: float | None = None,
 ) -> Prediction:
     """Predict lesions on a FLAIR volume.
 
@@ -173,6 +175,8 @@ def predict_volume(
         Precision of the forward pass; None: the one the model was trained in
         (:attr:`msnb.bundle.Bundle.precision`), so that a study's evaluations run in its
         declared precision on every machine.
+    threshold : float in (0, 1], optional
+        The mask is ``probability >= threshold``; default: the bundle's.
 
     Returns
     -------
@@ -180,6 +184,7 @@ def predict_volume(
     """
     bundle = _as_bundle(bundle)
     autocast = bundle.precision if autocast is None else autocast
+    threshold = bundle.threshold if threshold is None else check_threshold(threshold)
     t = {}
     t0 = time.perf_counter()
     if brain is None:
@@ -208,7 +213,7 @@ def predict_volume(
     prob[:, :, zs] = from_model_plane(probs, geom, flair.shape[:2])
     prob[~brain] = 0
     np.clip(prob, 0, 1, out=prob)
-    mask = prob >= bundle.threshold
+    mask = prob >= threshold
     t["unslice"] = time.perf_counter() - t0
     return Prediction(
         probability=flair.to_original(prob),
@@ -306,176 +311,3 @@ def evaluate_scans(
     else:
         table = pd.DataFrame(columns=RESULT_COLUMNS)
     return (table, preds) if keep_predictions else table
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _output_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-@fill_doc
-def segment_file(
-    flair_path: str | os.PathLike,
-    bundle: Bundle | str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    brain_mask: str | os.PathLike | None = None,
-    probabilities: bool = False,
-    batch_size: int = 16,
-    device: str = "auto",
-) -> dict:
-    """Segment one FLAIR file and write its outputs into ``out_dir``.
-
-    Writes ``<stem>_lesions.nii.gz`` (uint8, the input's shape, affine and header),
-    ``<stem>_lesions.csv`` (id, voxels, ml, centroid x/y/z in world mm) and, with
-    ``probabilities``, ``<stem>_probability.nii.gz`` (float32). The batch size, device and
-    output folder are checked before any work; the outputs are written to temporaries and
-    renamed only when all of them are written, so a failure (a full disk) leaves none.
-
-    Parameters
-    ----------
-    flair_path : path-like
-        The FLAIR NIfTI file.
-    %(bundle)s
-    out_dir : path-like
-        Created if missing.
-    brain_mask : path-like, optional
-        A brain mask on the FLAIR's grid; computed when missing.
-    probabilities : bool, default False
-        Also write the probability map.
-    %(batch_size)s
-    %(device)s
-
-    Returns
-    -------
-    dict
-        ``input``, ``mask``, ``table``, ``probability``, ``lesions``, ``volume_ml``,
-        ``seconds``.
-
-    Raises
-    ------
-    ValueError
-        ``batch_size`` is not a positive integer.
-    msnb.device.DeviceError
-        ``device`` is unknown or not available here.
-    msnb.nifti.OutputError
-        ``out_dir`` is (under) a file or not writable, or an output could not be written.
-    msnb.bundle.BundleError, msnb.nifti.NiftiError
-        A damaged bundle; an unreadable or unusable input.
-    """
-    t0 = time.perf_counter()
-    _check_batch_size(batch_size)
-    device = pick_device(device)
-    out = check_output_dir(out_dir, what="--out folder")
-    bundle = _as_bundle(bundle)
-    flair_path = Path(flair_path)
-    flair = load_image(flair_path)
-    brain = None
-    if brain_mask is not None:
-        brain = load_mask(
-            brain_mask, reference=flair, binarize=True, allow_empty=False, what="brain mask"
-        ).data
-    pred = predict_volume(flair, bundle, brain=brain, batch_size=batch_size, device=device)
-    table = lesion_table(pred.mask, pred.affine)
-    paths = _write_outputs(out / _output_stem(flair_path), flair, pred, table, probabilities)
-    return {
-        "input": str(flair_path),
-        "mask": str(paths["mask"]),
-        "table": str(paths["table"]),
-        "probability": str(paths["probability"]) if probabilities else None,
-        "lesions": int(len(table)),
-        "volume_ml": float(table.ml.sum()) if len(table) else 0.0,
-        "seconds": time.perf_counter() - t0,
-        "steps": pred.seconds,
-    }
-
-
-def _write_outputs(base: Path, flair, pred, table, probabilities: bool) -> dict[str, Path]:
-    """Write ``<base>_lesions.nii.gz``, ``<base>_lesions.csv`` and, with ``probabilities``,
-    ``<base>_probability.nii.gz`` on ``flair``'s grid, all or none (:func:`_write_all`);
-    returns their paths by role."""
-    paths = {"mask": base.parent / f"{base.name}_lesions.nii.gz"}
-    if probabilities:
-        paths["probability"] = base.parent / f"{base.name}_probability.nii.gz"
-    paths["table"] = base.parent / f"{base.name}_lesions.csv"
-    writers = {
-        "mask": lambda tmp: save_mask(pred.mask_canonical, flair, tmp),
-        "probability": lambda tmp: save_image(pred.probability_canonical, flair, tmp),
-        "table": lambda tmp: table.to_csv(tmp, index=False, float_format="%.3f"),
-    }
-    _write_all(paths, writers)
-    return paths
-
-
-def _write_all(paths: dict, writers: dict) -> None:
-    """Write every output to a temporary beside it; rename them all only when all succeeded.
-
-    Raises
-    ------
-    OutputError
-        A write failed (disk full, read-only...): no output of this call is left, and the
-        message names the file.
-    """
-    current = None
-    try:
-        with contextlib.ExitStack() as stack:
-            for name, path in paths.items():
-                current = path
-                writers[name](stack.enter_context(atomic_path(path)))
-            current = None  # the renames, when the block ends
-    except OSError as exc:
-        problem = exc.strerror or str(exc) or type(exc).__name__
-        target = current if current is not None else Path(exc.filename or paths["mask"])
-        raise OutputError(target, f"cannot write: {problem}") from exc
-
-
-def _cli_segment(args: argparse.Namespace) -> int:
-    # everything that can be checked is checked before the first scan is predicted
-    _check_batch_size(args.batch_size)
-    device = pick_device(args.device)
-    check_output_dir(args.out, what="--out folder")
-    if args.brain_mask and len(args.flair) > 1:
-        raise ValueError("--brain-mask applies to a single input; give one FLAIR file")
-    stems = [_output_stem(Path(f)) for f in args.flair]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise ValueError(f"several inputs would write the same outputs: {', '.join(twice)}")
-    bundle = load_bundle(args.model)
-    for f in args.flair:
-        res = segment_file(
-            f,
-            bundle,
-            args.out,
-            brain_mask=args.brain_mask,
-            probabilities=args.probabilities,
-            batch_size=args.batch_size,
-            device=device,
-        )
-        print(
-            f"{res['input']}: {res['lesions']} lesions, {res['volume_ml']:.2f} mL "
-            f"-> {res['mask']} ({res['seconds']:.1f} s)"
-        )
-    return 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser(
-        "segment",
-        help="segment MS lesions in FLAIR NIfTI files with a model bundle",
-        description="Write per input a uint8 lesion mask (input's shape and affine), "
-        "a lesion table CSV and optionally the probability map.",
-    )
-    p.add_argument("flair", nargs="+", help="FLAIR NIfTI file(s)")
-    p.add_argument("--model", required=True, help="model bundle directory")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--brain-mask", help="brain mask NIfTI (default: computed)")
-    p.add_argument("--probabilities", action="store_true", help="also write the probability map")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.set_defaults(func=_cli_segment)

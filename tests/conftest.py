@@ -100,6 +100,56 @@ def msseg_root(tmp_path: Path) -> Path:
     return root
 
 
+def write_bids(root: Path) -> Path:
+    """A BIDS dataset: sub-01 with two sessions, sub-02 and sub-03 without; consensus
+    masks in derivatives/manual (space-orig for sub-01), rater masks of sub-02 in
+    derivatives/raters, a brain mask for sub-03, participants.tsv placing sub-01 and
+    sub-02 (sub-03 listed with n/a), and files that are no lesion mask of these scans."""
+    items = [("01", "01", 1), ("01", "02", 2), ("02", None, 3), ("03", None, 4)]
+    for sub, ses, seed in items:
+        flair, cons, rater2, brain = scan_arrays(seed)
+        rel = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / "anat"
+        ents = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+        write(root / rel / f"{ents}_FLAIR.nii.gz", flair)
+        write(root / rel / f"{ents}_T1w.nii.gz", flair)  # not a FLAIR
+        space = "_space-orig" if sub == "01" else ""
+        write(
+            root / "derivatives" / "manual" / rel / f"{ents}{space}_desc-consensus_mask.nii.gz",
+            cons,
+        )
+        if sub == "02":
+            for k, mask in ((1, cons), (2, rater2)):
+                write(
+                    root / "derivatives" / "raters" / rel / f"{ents}_desc-rater{k}_mask.nii.gz",
+                    mask,
+                )
+            # another space and another desc are not this scan's lesion masks
+            write(
+                root
+                / "derivatives"
+                / "raters"
+                / rel
+                / f"{ents}_space-MNI152NLin2009cAsym_desc-rater3_mask.nii.gz",
+                mask,
+            )
+            write(root / "derivatives" / "raters" / rel / f"{ents}_desc-lesion_mask.nii.gz", mask)
+        if sub == "03":
+            write(
+                root / "derivatives" / "manual" / rel / f"{ents}_desc-brain_mask.nii.gz",
+                brain.astype(np.uint8),
+            )
+    (root / "dataset_description.json").write_text('{"Name": "tiny", "BIDSVersion": "1.10.0"}')
+    (root / "participants.tsv").write_text(
+        "participant_id\tage\tsite\nsub-01\t34\tparis\nsub-02\t41\tlyon\nsub-03\tn/a\tn/a\n"
+    )
+    return root
+
+
+@pytest.fixture
+def bids_root(tmp_path: Path) -> Path:
+    return write_bids(tmp_path / "bids")
+
+
 @pytest.fixture
 def mrms_root(tmp_path: Path) -> Path:
     root = tmp_path / "3dmrms"

@@ -154,3 +154,85 @@ def test_cli_scans_on_every_layout(isbi_root, msseg_root, mrms_root, capsys, fmt
             assert f"{n} scans" in out
     assert main(["scans", "3dmrms", "--root", str(mrms_root / "nothing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bids_adapter(bids_root):
+    scans = load_scans("bids", bids_root)
+    assert [(s.subject, s.timepoint, s.center) for s in scans] == [
+        ("01", "01", "paris"),
+        ("01", "02", "paris"),
+        ("02", "01", "lyon"),
+        ("03", "01", "unknown"),  # participants.tsv says n/a
+    ]
+    assert [s.flair.name for s in scans][:2] == [
+        "sub-01_ses-01_FLAIR.nii.gz",
+        "sub-01_ses-02_FLAIR.nii.gz",
+    ]
+    # masks from two pipelines, space-orig or no space; other spaces and descs left aside
+    assert scans[0].masks["consensus"].name == "sub-01_ses-01_space-orig_desc-consensus_mask.nii.gz"
+    assert sorted(scans[2].masks) == ["consensus", "rater1", "rater2"]
+    assert scans[2].raters == ["rater1", "rater2"]
+    assert (
+        scans[3].brain_mask.name == "sub-03_desc-brain_mask.nii.gz"
+        and "brain" not in scans[3].masks
+    )
+    assert scans[0].brain_mask is None
+    # the masks are the written ones: rater 2 of sub-02 differs from its consensus
+    r2 = load_label(scans[2], "rater2").data
+    assert r2.any() and not np.array_equal(r2, load_label(scans[2], "consensus").data)
+    # one pipeline only
+    only = load_scans("bids", bids_root, pipeline="manual")
+    assert len(only) == 4 and list(only[2].masks) == ["consensus"]
+
+
+def test_bids_adapter_errors(bids_root):
+    with pytest.raises(DatasetError, match="derivatives/absent: no such derivatives pipeline"):
+        load_scans("bids", bids_root, pipeline="absent")
+    # a FLAIR whose only lesion masks are in another pipeline
+    with pytest.raises(
+        DatasetError, match="sub-01_ses-01_FLAIR.nii.gz: FLAIR without a lesion mask"
+    ):
+        load_scans("bids", bids_root, pipeline="raters")
+    # the same mask twice
+    twice = (
+        bids_root
+        / "derivatives"
+        / "raters"
+        / "sub-02"
+        / "anat"
+        / "sub-02_desc-consensus_mask.nii.gz"
+    )
+    (
+        bids_root
+        / "derivatives"
+        / "manual"
+        / "sub-02"
+        / "anat"
+        / "sub-02_desc-consensus_mask.nii.gz"
+    ).rename(twice)
+    write(
+        bids_root
+        / "derivatives"
+        / "manual"
+        / "sub-02"
+        / "anat"
+        / "sub-02_space-orig_desc-consensus_mask.nii.gz",
+        np.zeros((2, 2, 2), np.uint8),
+    )
+    with pytest.raises(DatasetError, match="a second consensus mask"):
+        load_scans("bids", bids_root)
+    (bids_root / "participants.tsv").write_text("subject\tsite\nsub-01\tparis\n")
+    with pytest.raises(DatasetError, match="participants.tsv: no participant_id column"):
+        load_scans("bids", bids_root, pipeline="raters")
+    with pytest.raises(DatasetError, match="no FLAIR images"):
+        load_scans("bids", bids_root / "derivatives")
+
+
+def test_cli_scans_bids(bids_root, capsys):
+    assert main(["scans", "bids", "--root", str(bids_root), "--format", "csv", "--check"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert (
+        len(out) == 5
+        and out[3].startswith("bids,02,01,lyon,")
+        and out[3].endswith("consensus;rater1;rater2,")
+    )

@@ -17,7 +17,14 @@ MSNB = Path(__file__).resolve().parent.parent / "msnb"
 #: Bottom to top. A module may import modules of its own layer or of layers below it.
 LAYERS = {
     "core": ("msnb", "msnb.paths", "msnb.files", "msnb.nifti", "msnb.records", "msnb.docs"),
-    "data": ("msnb.masks", "msnb.datasets", "msnb.preprocess", "msnb.phantom", "msnb.sources"),
+    "data": (
+        "msnb.bids",
+        "msnb.masks",
+        "msnb.datasets",
+        "msnb.preprocess",
+        "msnb.phantom",
+        "msnb.sources",
+    ),
     "model": (
         "msnb.device",
         "msnb.recipe",
@@ -28,6 +35,7 @@ LAYERS = {
         "msnb.metrics",
         "msnb.external",
         "msnb.predict",
+        "msnb.segment",
         "msnb.train",
     ),
     "analysis": ("msnb.agreement", "msnb.stats", "msnb.explore", "msnb.paper"),

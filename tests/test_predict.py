@@ -15,7 +15,8 @@ from msnb.datasets import load_3dmrms
 from msnb.models import build_model
 from msnb.nifti import NiftiError, load_image
 from msnb.normalize import LinearNormalizer
-from msnb.predict import RESULT_COLUMNS, evaluate_scans, predict_volume, segment_file
+from msnb.predict import RESULT_COLUMNS, evaluate_scans, predict_volume
+from msnb.segment import segment_file
 
 SHAPE = (30, 34, 26)
 
@@ -143,7 +144,10 @@ def test_segment_cli(tmp_path, capsys):
     rc = main(["segment", str(a), str(b), "--model", str(bundle), "--out", str(tmp_path / "out")])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and "lesions" in lines[0] and "mL" in lines[0]
+    assert len(lines) == 5 and "lesions" in lines[0] and "mL" in lines[0]
+    # the summary table: a header and a row per input
+    assert lines[2].split()[:3] == ["input", "subject", "status"]
+    assert [line.split()[1:2] for line in lines[3:]] == [["a"], ["b"]]
     for stem, aff in (("a", AFFINES["lps"]), ("b", AFFINES["permuted"])):
         m = nib.load(tmp_path / "out" / f"{stem}_lesions.nii.gz")
         assert m.shape == SHAPE and m.get_data_dtype() == np.uint8
