@@ -315,7 +315,7 @@ def test_large_loads_grow_confluent_lesions_not_more_sites():
     for les in capped[15:]:
         gaps = [np.linalg.norm(les.centre - s.centre) / s.size for s in sites]
         k = int(np.argmin(gaps))
-        assert gaps[k] <= 1.3 + 1e-6 and les.z == sites[k].z
+        assert gaps[k] <= 1.3 + 1e-6
 
     def n_components(lesions):
         truth = rasterize_lesions(sub, lesions, base)[1] >= 0.5

@@ -177,8 +177,8 @@ def _draw_ellipsoids(
 def _confluent(
     p: LesionParams, rng: np.random.Generator, volumes: list[float], sites: list[Lesion]
 ) -> list[Lesion]:
-    """Ellipsoids grown onto ``sites`` (see :func:`_draw_ellipsoids`), sharing their
-    contrast z-score so that a confluent lesion reads as one."""
+    """Ellipsoids grown onto ``sites`` (see :func:`_draw_ellipsoids`), each with its own
+    contrast z-score (a confluent lesion is heterogeneous)."""
     if not volumes or not sites:
         return []
     out = []
@@ -189,7 +189,8 @@ def _confluent(
         direction = rng.standard_normal(3)
         ratio = rng.uniform(*p.axis_ratio)
         out.append(Lesion("ellipsoid", parent.centre + offset, _ellipsoid_size(vol, ratio),
-                          ratio, direction / np.linalg.norm(direction), parent.z, float(vol)))  # fmt: skip
+                          ratio, direction / np.linalg.norm(direction),
+                          float(rng.standard_normal()), float(vol)))  # fmt: skip
     return out
 
 
