@@ -289,3 +289,36 @@ def test_image_realism_on_a_known_image():
     assert r["n_lesions"] == 2 and r["lesion_voxels"] == 8.5 and r["lesion_mm3"] == 68
     assert r["brain_p95"] == pytest.approx(1.0 + 1.645 * 0.005, abs=0.003)
     assert 0.002 < r["gradient"] < 0.01
+
+
+def test_large_loads_grow_confluent_lesions_not_more_sites():
+    """Beyond ``max_sites`` ellipsoids grow onto earlier ones (issue 13: real scans have
+    27-140 lesions whatever their load)."""
+    import dataclasses
+
+    from msnb.phantom.lesions import generate_lesions, rasterize_lesions
+
+    cfg = phantom.make_config("tiny")
+    anatomy = dataclasses.replace(cfg.anatomy, fold_corr_mm=0.0)  # no sulci: faster
+    tpl = phantom.load_template(3.0, cfg.anatomy)
+    sub = phantom.make_subject(tpl, anatomy, cfg.lesions, phantom.seeded_rng(0, "s"))
+    base = dataclasses.replace(cfg.lesions, cap_probability=0.0)
+
+    def draw(max_sites):
+        p = dataclasses.replace(base, max_sites=max_sites)
+        return generate_lesions(sub, p, phantom.seeded_rng(0, "l"), 30.0)
+
+    free, capped = draw(10**6), draw(15)
+    assert len(free) == len(capped) > 40
+    assert sum(x.volume_mm3 for x in free) == pytest.approx(sum(x.volume_mm3 for x in capped))
+    sites = capped[:15]
+    for les in capped[15:]:
+        gaps = [np.linalg.norm(les.centre - s.centre) / s.size for s in sites]
+        k = int(np.argmin(gaps))
+        assert gaps[k] <= 1.3 + 1e-6
+
+    def n_components(lesions):
+        truth = rasterize_lesions(sub, lesions, base)[1] >= 0.5
+        return phantom.lesions.ndi.label(truth, np.ones((3, 3, 3)))[1]
+
+    assert n_components(capped) < 0.6 * n_components(free)

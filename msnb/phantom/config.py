@@ -149,6 +149,10 @@ class LesionParams:
     juxtacortical_share : float, default 0.15
         Share of the ellipsoids centred at the cortex's border with WM (weight
         ``GM WM``) instead of the periventricular weight.
+    max_sites : int, default 90
+        At most this many ellipsoids of a first timepoint get a site of their own; the
+        rest of a large load grows onto them (confluent lesions), so lesion counts stay
+        in the real range (27-140 per scan) instead of rising with the load.
     new_per_interval : float, default 2.0
         Poisson mean of new lesions between two timepoints.
     volume_log_sd : float, default 0.15
@@ -181,6 +185,7 @@ class LesionParams:
     core_gain: float = 0.6
     core_mm: float = 1.5
     juxtacortical_share: float = 0.15
+    max_sites: int = 90
     new_per_interval: float = 2.0
     volume_log_sd: float = 0.15
     vanish_probability: float = 0.05
@@ -242,10 +247,10 @@ class CenterParams:
 CENTERS: dict[str, CenterParams] = {
     c.name: c
     for c in (
-        CenterParams("ISB", "isbi", "Philips 3T 2D", 2.2, 6.0, 5.0, 1.00, 1.45, 1.20, 0.15, 1.0, 0.0, 0.0, flow_ratio=1.0),
-        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 5.0, 10.0, 0.90, 1.45, 1.22, 0.20, 400.0, 0.0002, 3.0),
+        CenterParams("ISB", "isbi", "Philips 3T 2D", 2.2, 6.0, 5.0, 1.00, 1.45, 1.23, 0.15, 1.0, 0.0, 0.0, flow_ratio=1.0),
+        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 5.0, 10.0, 0.90, 1.52, 1.25, 0.20, 400.0, 0.0002, 3.0),
         CenterParams("M07", "07", "Siemens Aera 1.5T", 1.25, 5.0, 10.0, 1.10, 1.40, 1.18, 0.18, 150.0, 0.0002, 3.0, flow_ratio=0.9),
-        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 4.5, 10.0, 1.00, 1.42, 1.15, 0.25, 1500.0, 0.0002, 3.0),
+        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 4.5, 10.0, 1.00, 1.47, 1.19, 0.25, 1500.0, 0.0002, 3.0),
         CenterParams("M03", "03", "GE 3T (unseen)", 1.0, 5.0, 15.0, 0.78, 1.55, 1.25, 0.28, 4000.0, 0.0005, 5.0),
         CenterParams("LJ", "ljubljana", "Siemens Trio 3T", 0.8, 4.0, 10.0, 1.20, 1.35, 1.15, 0.22, 800.0, 0.0003, 4.0),
     )

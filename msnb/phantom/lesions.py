@@ -134,24 +134,36 @@ def _long_axis(sub: Subject, ijk: np.ndarray, p: LesionParams, rng: np.random.Ge
 
 
 def _draw_ellipsoids(
-    sub: Subject, p: LesionParams, rng: np.random.Generator, volumes: list[float], weights
+    sub: Subject,
+    p: LesionParams,
+    rng: np.random.Generator,
+    volumes: list[float],
+    weights,
+    n_sites: int | None = None,
 ) -> list[Lesion]:
     """Ellipsoids of the given volumes; a binomial ``juxtacortical_share`` of them centred
-    with the juxtacortical weight, the rest with the periventricular one."""
+    with the juxtacortical weight, the rest with the periventricular one.
+
+    Only the first ``n_sites`` (default all) get a site of their own; each further one is
+    centred near the surface of an earlier one (chosen uniformly, offset by 0.6-1.3 of its
+    long semi-axis in a random direction), so a
+    large load grows confluent lesions instead of hundreds of separate ones.
+    """
     if not volumes:
         return []
+    n_own = len(volumes) if n_sites is None else min(len(volumes), n_sites)
     periventricular, juxta = weights
     if juxta.sum() <= 0:
         juxta = periventricular
-    n_juxta = int(rng.binomial(len(volumes), p.juxtacortical_share))
+    n_juxta = int(rng.binomial(n_own, p.juxtacortical_share))
     idx = np.concatenate([
         rng.choice(juxta.size, size=n_juxta, p=juxta / juxta.sum()),
-        rng.choice(periventricular.size, size=len(volumes) - n_juxta,
+        rng.choice(periventricular.size, size=n_own - n_juxta,
                    p=periventricular / periventricular.sum()),
     ])  # fmt: skip
     v = sub.voxel_mm
     out = []
-    for vol, flat in zip(volumes, idx, strict=True):
+    for vol, flat in zip(volumes[:n_own], idx, strict=True):
         ijk = np.array(np.unravel_index(flat, sub.shape))
         centre = sub.affine[:3, 3] + v * (ijk + rng.uniform(-0.5, 0.5, 3))
         ratio = rng.uniform(*p.axis_ratio)
@@ -159,6 +171,26 @@ def _draw_ellipsoids(
         size = _ellipsoid_size(vol, ratio)
         z = float(rng.standard_normal())
         out.append(Lesion("ellipsoid", centre, size, ratio, direction, z, float(vol)))
+    return out + _confluent(p, rng, volumes[n_own:], out)
+
+
+def _confluent(
+    p: LesionParams, rng: np.random.Generator, volumes: list[float], sites: list[Lesion]
+) -> list[Lesion]:
+    """Ellipsoids grown onto ``sites`` (see :func:`_draw_ellipsoids`), each with its own
+    contrast z-score (a confluent lesion is heterogeneous)."""
+    if not volumes or not sites:
+        return []
+    out = []
+    for vol in volumes:
+        parent = sites[int(rng.integers(len(sites)))]
+        offset = rng.standard_normal(3)
+        offset *= parent.size * rng.uniform(0.6, 1.3) / np.linalg.norm(offset)
+        direction = rng.standard_normal(3)
+        ratio = rng.uniform(*p.axis_ratio)
+        out.append(Lesion("ellipsoid", parent.centre + offset, _ellipsoid_size(vol, ratio),
+                          ratio, direction / np.linalg.norm(direction),
+                          float(rng.standard_normal()), float(vol)))  # fmt: skip
     return out
 
 
@@ -221,7 +253,8 @@ def generate_lesions(
     """Draw the lesions of a subject's first timepoint for a total load ``load_ml``.
 
     Caps (with probability ``cap_probability``) hold ``cap_share`` of the load; the rest
-    are ellipsoids with log-normal volumes, centres drawn with a periventricular weight.
+    are ellipsoids with log-normal volumes, centres drawn with a periventricular weight;
+    beyond ``max_sites`` ellipsoids the rest grow onto earlier ones (confluent lesions).
     """
     budget = float(np.clip(load_ml, *p.load_range_ml)) * 1000.0
     lesions: list[Lesion] = []
@@ -234,7 +267,8 @@ def generate_lesions(
                 lesions.append(cap)
                 budget -= cap.volume_mm3
     weights = _centre_weights(sub, p)
-    lesions += _draw_ellipsoids(sub, p, rng, _sample_volumes(p, rng, budget), weights)
+    vols = _sample_volumes(p, rng, budget)
+    lesions += _draw_ellipsoids(sub, p, rng, vols, weights, p.max_sites)
     return lesions
 
 
