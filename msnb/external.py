@@ -40,7 +40,7 @@ import numpy as np
 
 from msnb.datasets import DATASETS, Scan, load_label
 from msnb.files import atomic_path
-from msnb.metrics import RESULT_COLUMNS, compute_metrics
+from msnb.metrics import compute_metrics, result_row, results_frame
 from msnb.nifti import (
     AFFINE_ATOL_MM,
     NiftiError,
@@ -407,7 +407,6 @@ def evaluate_predictions(
         A prediction on another grid (without ``resample``), not binary (without
         ``binarize``) or unreadable; an unreadable FLAIR or truth.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     rows = []
@@ -418,30 +417,27 @@ def evaluate_predictions(
         pred, resampled = load_prediction(path, flair, resample=resample, binarize=binarize)
         truth = load_label(scan, label, reference=flair).data
         m = compute_metrics(truth, pred.data, voxel_volume_mm3=flair.voxel_volume_ml * 1000.0)
+        ident = {
+            "model_id": method,
+            "train_datasets": "+".join(train_datasets),
+            "label": "",
+            "normalization": "",
+            "architecture": EXTERNAL_ARCHITECTURE,
+            "encoder": match.naming.get(path, ""),
+        }
         rows.append(
-            {
-                "model_id": method,
-                "train_datasets": "+".join(train_datasets),
-                "label": "",
-                "normalization": "",
-                "architecture": EXTERNAL_ARCHITECTURE,
-                "encoder": match.naming.get(path, ""),
-                "test_dataset": test_dataset or scan.dataset,
-                "subject": scan.subject,
-                "timepoint": scan.timepoint,
-                "center": scan.center,
-                **m.as_dict(),
-                "scan_id": scan.scan_id,
-                "eval_label": label,
-                "prediction": str(path),
-                "resampled": resampled,
-                "experiment": f"external:{method}",
-            }
+            result_row(
+                ident,
+                scan,
+                m,
+                test_dataset=test_dataset,
+                label=label,
+                prediction=str(path),
+                resampled=resampled,
+                experiment=f"external:{method}",
+            )
         )
-    if not rows:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    table = pd.DataFrame(rows)
-    return table[RESULT_COLUMNS + [c for c in table.columns if c not in RESULT_COLUMNS]]
+    return results_frame(rows)
 
 
 def write_demo_predictions(

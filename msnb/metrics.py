@@ -62,6 +62,8 @@ __all__ = [
     "lesion_table",
     "min_lesion_voxels",
     "overlap_table",
+    "result_row",
+    "results_frame",
     "scan_status",
     "summarize",
 ]
@@ -380,3 +382,33 @@ def summarize(table, *, by: str | list[str] | None = None):
     if "status" in table:
         out.insert(1, "n_ok", g["status"].apply(lambda s: int((s == "ok").sum())))
     return pd.DataFrame(out).reset_index()
+
+
+def result_row(ident: dict, scan, metrics: ScanMetrics, *, test_dataset, label, **extra) -> dict:
+    """One scan's row of a results table: the model's ``ident`` columns, the scan, its metrics.
+
+    ``ident`` holds the :data:`ID_COLUMNS` that name the model (``model_id`` ...
+    ``encoder``); ``test_dataset`` defaults to the scan's dataset; ``extra`` columns follow
+    ``scan_id`` and ``eval_label``.
+    """
+    return {
+        **ident,
+        "test_dataset": test_dataset or scan.dataset,
+        "subject": scan.subject,
+        "timepoint": scan.timepoint,
+        "center": scan.center,
+        **metrics.as_dict(),
+        "scan_id": scan.scan_id,
+        "eval_label": label,
+        **extra,
+    }
+
+
+def results_frame(rows: list[dict]):
+    """Rows of :func:`result_row` as a table, :data:`RESULT_COLUMNS` first."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    table = pd.DataFrame(rows)
+    return table[RESULT_COLUMNS + [c for c in table.columns if c not in RESULT_COLUMNS]]

@@ -23,7 +23,7 @@ from msnb.datasets import load_label
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups
 from msnb.docs import fill_doc
-from msnb.metrics import RESULT_COLUMNS, compute_metrics
+from msnb.metrics import compute_metrics, result_row, results_frame
 from msnb.nifti import (
     NiftiError,
     Volume,
@@ -273,7 +273,6 @@ def evaluate_scans(
         :attr:`Prediction.seconds` (``brain``, ``normalize``, ``slice``, ``infer``,
         ``unslice``) and ``seconds_score`` (truth read and metrics).
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     bundle = _as_bundle(bundle)
@@ -288,26 +287,20 @@ def evaluate_scans(
             truth, pred.mask_canonical, voxel_volume_mm3=pred.volume.voxel_volume_ml * 1000.0
         )
         stages = {**pred.seconds, "score": time.perf_counter() - t_pred}
+        seconds = {f"seconds_{k}": v for k, v in stages.items()}
         rows.append(
-            {
-                **ident,
-                "test_dataset": test_dataset or scan.dataset,
-                "subject": scan.subject,
-                "timepoint": scan.timepoint,
-                "center": scan.center,
-                **m.as_dict(),
-                "scan_id": scan.scan_id,
-                "eval_label": label,
-                "seconds": time.perf_counter() - t0,
-                **{f"seconds_{k}": v for k, v in stages.items()},
-            }
+            result_row(
+                ident,
+                scan,
+                m,
+                test_dataset=test_dataset,
+                label=label,
+                seconds=time.perf_counter() - t0,
+                **seconds,
+            )
         )
         if keep_predictions:
             pred.truth = truth
             preds[scan.scan_id] = pred
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table[RESULT_COLUMNS + [c for c in table.columns if c not in RESULT_COLUMNS]]
-    else:
-        table = pd.DataFrame(columns=RESULT_COLUMNS)
+    table = results_frame(rows)
     return (table, preds) if keep_predictions else table

@@ -612,15 +612,3 @@ def ensure_demo_bundle(
         train_datasets=["msseg2016_train"],
     )
     return path
-    specs = resolve_datasets(["msseg2016_train"], phantom=phantom, seed=seed, progress=progress)
-    cfg = TrainConfig(
-        size=32, epochs=1, batch_size=8, max_slices_per_epoch=32, seed=seed, progress=progress
-    )
-    train_model(
-        load_datasets(specs),
-        cfg,
-        bundle_path=path,
-        model_id=path.name,
-        train_datasets=["msseg2016_train"],
-    )
-    return path

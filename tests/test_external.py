@@ -25,6 +25,7 @@ from msnb.external import (
     evaluate_predictions,
     match_predictions,
 )
+from msnb.metrics import ID_COLUMNS
 from msnb.nifti import NiftiError
 
 
@@ -66,18 +67,7 @@ def test_nnunet_names_are_matched_and_scored(msseg_root, tmp_path):
     assert 1.0 in got.values() and min(got.values()) < 0.9  # the truth, and worse
     assert set(table.model_id) == {"nnunet"} and set(table.train_datasets) == {"isbi2015"}
     assert set(table.architecture) == {"external"} and not table.resampled.any()
-    assert list(table.columns[:10]) == [
-        "model_id",
-        "train_datasets",
-        "label",
-        "normalization",
-        "architecture",
-        "encoder",
-        "test_dataset",
-        "subject",
-        "timepoint",
-        "center",
-    ]
+    assert tuple(table.columns[: len(ID_COLUMNS)]) == ID_COLUMNS
 
 
 def _bids_derivatives(scans, root: Path, skip: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msnb.predict import RESULT_COLUMNS
+from msnb.metrics import RESULT_COLUMNS
 from msnb.records import read_metrics, read_table
 from msnb.viz import plot_prediction_examples
 

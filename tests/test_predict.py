@@ -12,10 +12,11 @@ from conftest import affine_lps, make_brain, make_lesion, write
 from msnb.bundle import Bundle, save_bundle
 from msnb.cli import main
 from msnb.datasets import load_3dmrms
+from msnb.metrics import RESULT_COLUMNS
 from msnb.models import build_model
 from msnb.nifti import NiftiError, load_image
 from msnb.normalize import LinearNormalizer
-from msnb.predict import RESULT_COLUMNS, evaluate_scans, predict_volume
+from msnb.predict import evaluate_scans, predict_volume
 from msnb.segment import segment_file
 
 SHAPE = (30, 34, 26)
