@@ -38,7 +38,7 @@ def _is_parameters(cell: dict) -> bool:
 
 
 def test_notebooks_are_stripped_thin_and_titled(notebooks):
-    assert len(notebooks) == 7
+    assert len(notebooks) == 8
     for name, path in notebooks.items():
         nb = json.loads(path.read_text())
         assert nb["metadata"]["kernelspec"]["name"] == "msnb", name
