@@ -519,8 +519,9 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     assert [j["status"] for j in partial["jobs"]] == ["ok", "ok"]
     first = pd.read_csv(partial["results_csv"], dtype={"subject": str})
     assert set(first.model_id) == {trains[0].model_id}
-    # ... re-run: only what is missing runs, and results are the same for the finished part.
-    full = run_study(study, progress=False)
+    # ... re-run, two notebooks at once (`--jobs 2`): only what is missing runs, and results
+    # are the same for the finished part.
+    full = run_study(study, jobs=2, progress=False)
     assert full["skipped"] == 2 and not full["failed"]
     assert len(full["jobs"]) == len(trains) + len(evals) - 2
     results = pd.read_csv(full["results_csv"], dtype={"subject": str, "timepoint": str})
@@ -610,19 +611,6 @@ def test_failed_training_is_reported_and_its_evaluations_skipped(tmp_path, monke
     assert Path(failed[bad]["notebook"]).exists()  # papermill keeps the failed notebook
     assert failed[f"{bad}__msseg2016_train"]["status"] == "skipped"
     assert any(r["status"] == "ok" for r in out["jobs"])
-
-
-@pytest.mark.slow
-def test_tiny_study_with_two_jobs_at_once(tmp_path):
-    import pandas as pd
-
-    from msnb.study import run_study
-
-    study = load_study(_tiny_study(tmp_path, single_only=True), out_root=tmp_path / "out")
-    out = run_study(study, jobs=2, progress=False, statistics=False)
-    assert not out["failed"] and len(out["jobs"]) == 4
-    results = pd.read_csv(out["results_csv"])
-    assert set(results.test_dataset) == {"msseg2016_train", "3dmrms"}
 
 
 @pytest.mark.skipif(os.name != "posix", reason="ZeroMQ IPC needs Unix sockets")
