@@ -7,9 +7,9 @@ Usage::
         .venv/bin/python benchmarks/quick_settings_dice.py /tmp/ph_quick \
         --setting ref:96:16:8:480 --setting quick:64:8:5:384
 
-Each ``--setting NAME:SIZE:BATCH:EPOCHS:SLICES_PER_EPOCH[:LR[:FOREGROUND[:WARMUP]]]`` (LR
-default 1e-3, FOREGROUND the ``foreground_fraction``, default 0, WARMUP the
-``lr_warmup_steps``, default 0) trains with ``parameters/quick.yaml``'s
+Each ``--setting NAME:SIZE:BATCH:EPOCHS:SLICES_PER_EPOCH[:LR[:FOREGROUND[:WARMUP[:SELECTION]]]]``
+(LR default 1e-3, FOREGROUND the ``foreground_fraction``, default 0, WARMUP the
+``lr_warmup_steps``, default 0, SELECTION the ``selection_metric``, default quick.yaml's) trains with ``parameters/quick.yaml``'s
 recipe (UNet++-resnet18, quantile normalization onto its template, its checkpoint choice)
 changed by the setting on each ``--train`` dataset (a fixed amount of work, no time budget, so the
 numbers repeat), evaluates it in 3D on every other quick-phantom dataset, and prints the
@@ -56,6 +56,7 @@ def parse_setting(text: str) -> dict:
         "lr": float(rest[0]) if rest else 1e-3,
         "foreground_fraction": float(rest[1]) if len(rest) > 1 else 0.0,
         "lr_warmup_steps": int(rest[2]) if len(rest) > 2 else 0,
+        **({"selection_metric": rest[3]} if len(rest) > 3 else {}),
     }
 
 
