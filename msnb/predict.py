@@ -23,7 +23,7 @@ from msnb.datasets import load_label
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups
 from msnb.docs import fill_doc
-from msnb.metrics import compute_metrics, result_row, results_frame
+from msnb.metrics import RESULT_COLUMNS, compute_metrics, result_row, results_frame
 from msnb.nifti import (
     NiftiError,
     Volume,
@@ -32,6 +32,7 @@ from msnb.preprocess import compute_brain_mask, load_flair
 from msnb.slices import brain_slices, compute_geometry, from_model_plane, to_model_plane
 
 __all__ = [
+    "RESULT_COLUMNS",  # the results schema (msnb.metrics), as notebook 04 reads it from here
     "Prediction",
     "check_batch_size",
     "check_threshold",
