@@ -121,11 +121,18 @@ def test_contrast_ratios_follow_the_table(meta):
         assert abs(s["contrast_gm_wm"] - c.gm_ratio) < 0.08, s
         excess = c.lesion_ratio - 1
         assert 1 + excess - 0.1 < s["contrast_lesion_wm"] < 1 + excess * (1 + gain / 2) + 0.1, s
-    # a center with a higher table ratio has a higher measured ratio (one tiny scan each,
-    # whose lesions draw contrasts with SD 0.10 around the table's 1.55 and 1.40)
-    m03 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M03"])
-    m07 = np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == "M07"])
-    assert m03 > m07
+    # the center with the highest table ratio measures higher than the one with the lowest
+    # (tiny: one or two scans each, whose lesions draw contrasts with SD 0.10 around the
+    # table's ratio, so only the table's largest gap, M03 against LJ, is safe to compare)
+    present = {s["center"] for s in meta["scans"]}
+    high = max(present, key=lambda n: centers[n].lesion_ratio)
+    low = min(present, key=lambda n: centers[n].lesion_ratio)
+    assert centers[high].lesion_ratio - centers[low].lesion_ratio >= 0.15
+    measured = {
+        n: np.median([s["contrast_lesion_wm"] for s in meta["scans"] if s["center"] == n])
+        for n in (high, low)
+    }
+    assert measured[high] > measured[low] + 0.05, measured
 
 
 def test_render_contrast_without_jitter():

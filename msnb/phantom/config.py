@@ -248,11 +248,11 @@ CENTERS: dict[str, CenterParams] = {
     c.name: c
     for c in (
         CenterParams("ISB", "isbi", "Philips 3T 2D", 2.2, 6.0, 5.0, 1.00, 1.45, 1.23, 0.15, 1.0, 0.0, 0.0, flow_ratio=1.0),
-        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 5.0, 10.0, 0.90, 1.52, 1.25, 0.20, 400.0, 0.0002, 3.0),
-        CenterParams("M07", "07", "Siemens Aera 1.5T", 1.25, 5.0, 10.0, 1.10, 1.40, 1.18, 0.18, 150.0, 0.0002, 3.0, flow_ratio=0.9),
-        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 4.5, 10.0, 1.00, 1.47, 1.19, 0.25, 1500.0, 0.0002, 3.0),
-        CenterParams("M03", "03", "GE 3T (unseen)", 1.0, 5.0, 15.0, 0.78, 1.55, 1.25, 0.28, 4000.0, 0.0005, 5.0),
-        CenterParams("LJ", "ljubljana", "Siemens Trio 3T", 0.8, 4.0, 10.0, 1.20, 1.35, 1.15, 0.22, 800.0, 0.0003, 4.0),
+        CenterParams("M01", "01", "Siemens Verio 3T", 1.0, 5.0, 10.0, 0.90, 1.50, 1.25, 0.20, 400.0, 0.0002, 3.0),
+        CenterParams("M07", "07", "Siemens Aera 1.5T", 1.25, 5.0, 10.0, 1.10, 1.38, 1.18, 0.18, 150.0, 0.0002, 3.0, flow_ratio=0.9),
+        CenterParams("M08", "08", "Philips Ingenia 3T", 1.0, 4.5, 10.0, 1.00, 1.45, 1.19, 0.25, 1500.0, 0.0002, 3.0),
+        CenterParams("M03", "03", "GE 3T (unseen)", 1.0, 5.0, 15.0, 0.78, 1.52, 1.25, 0.28, 4000.0, 0.0005, 5.0),
+        CenterParams("LJ", "ljubljana", "Siemens Trio 3T", 0.8, 4.0, 10.0, 1.20, 1.32, 1.15, 0.22, 800.0, 0.0003, 4.0),
     )
 }  # fmt: skip
 
