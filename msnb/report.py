@@ -199,6 +199,13 @@ def _findings_section(tables: dict) -> str | None:
         if len(rest)
         else ""
     )
+    untestable = findings.loc[findings["verdict"] == stats.NOT_TESTABLE, "detail"]
+    if len(untestable):
+        why = untestable.iloc[0].split(";")[0]
+        note += (
+            f"<p>Not testable: {html.escape(why)} (Dice). Ratios and differences of cells that"
+            " low say nothing about the paper's claims; train longer before reading them.</p>"
+        )
     return _table(ran, columns) + note
 
 

@@ -576,6 +576,30 @@ def test_findings_follow_their_rules():
     assert shown.loc[stats.CLAIMS["quantile_better"].statement, "verdict"] == stats.REPRODUCED
 
 
+def test_claims_are_not_testable_when_no_model_learned():
+    # the same study with every Dice scaled to a tenth: ratios and tests would still pass
+    # (similar cells, quantile above linear), but models below Dice 0.1 learned nothing
+    df = make_results()
+    learned = stats.compute_all_tables(df)["findings"].set_index("claim")
+    df["dice"] = df["dice"] / 10
+    tables = stats.compute_all_tables(df)
+    assert tables["train_test"].query("metric == 'dice'")["mean"].max() < stats.MIN_LEARNED_DICE
+    f = tables["findings"].set_index("claim")
+    tested = learned["verdict"].isin([stats.REPRODUCED, stats.NOT_REPRODUCED])
+    assert tested.sum() >= 5
+    assert (f.loc[tested, "verdict"] == stats.NOT_TESTABLE).all()
+    assert f.loc[tested, "detail"].str.startswith("models did not learn: best cell 0.0").all()
+    # what could not run stays "not run"
+    assert (f.loc[~tested, "verdict"] == stats.NOT_RUN).all()
+    assert stats.summarize_tests(tables)["n_claims_not_testable"] == tested.sum()
+    # the report's findings section says why, beside the rows
+    from msnb.report import _findings_section
+
+    section = _findings_section(tables)
+    assert section.count(stats.NOT_TESTABLE) >= tested.sum()
+    assert "Not testable: models did not learn: best cell 0.0" in section
+
+
 def test_heatmap_annotates_means_and_counts():
     import matplotlib
 

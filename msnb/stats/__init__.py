@@ -52,7 +52,9 @@ from msnb.stats.compare import (
 from msnb.stats.findings import (
     CLAIMS,
     FINDING_COLUMNS,
+    MIN_LEARNED_DICE,
     NOT_REPRODUCED,
+    NOT_TESTABLE,
     REPRODUCED,
     compute_findings,
 )
@@ -143,8 +145,10 @@ __all__ = [
     "METRICS",
     "MIN_PAIRS",
     "NOT_ENOUGH",
+    "MIN_LEARNED_DICE",
     "NOT_REPRODUCED",
     "NOT_RUN",
+    "NOT_TESTABLE",
     "OPTIONAL_COLUMNS",
     "OPTIONAL_DEFAULTS",
     "PAPER_KEYS",

@@ -2,8 +2,10 @@
 
 :func:`compute_findings` gives one row per claim of Badea & Popa (2024) with this study's
 effect beside the paper's, the test and its p-value beside the paper's, and a verdict:
-``"reproduced"``, ``"not reproduced"`` or ``"not run"`` (the study lacks the models or
-evaluations the claim needs). The rule of each claim (:data:`CLAIMS`), with the paper's own
+``"reproduced"``, ``"not reproduced"``, ``"not run"`` (the study lacks the models or
+evaluations the claim needs) or ``"not testable"`` (the study ran them, but none of its
+models learned: its best train/test cell has a mean Dice below :data:`MIN_LEARNED_DICE`, so
+ratios and differences of near-zero cells say nothing about the paper's claims). The rule of each claim (:data:`CLAIMS`), with the paper's own
 numbers in brackets (from :func:`msnb.paper.load_paper_numbers`); tests are msnb's, on the
 paper's unit (a train/test cell's mean Dice, ``unit == "pair"``):
 
@@ -77,7 +79,9 @@ __all__ = [
     "CLAIMS",
     "COMBINED",
     "FINDING_COLUMNS",
+    "MIN_LEARNED_DICE",
     "NOT_REPRODUCED",
+    "NOT_TESTABLE",
     "REPRODUCED",
     "Claim",
     "compute_findings",
@@ -85,6 +89,9 @@ __all__ = [
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
+NOT_TESTABLE = "not testable"
+#: Below this best train/test cell Dice no claim is tested (:data:`NOT_TESTABLE`).
+MIN_LEARNED_DICE = 0.1
 #: Largest relative deviation of a center's Dice from the whole test set's for
 #: ``centers_consistent`` (the paper's largest is 5.2 %).
 CENTER_TOLERANCE = 0.10
@@ -548,8 +555,10 @@ def compute_findings(tables: dict[str, pd.DataFrame], *, paper: dict | None = No
     -------
     DataFrame, shape (8, len(FINDING_COLUMNS))
         :data:`FINDING_COLUMNS`; ``verdict`` is ``"reproduced"``, ``"not reproduced"`` or
-        ``"not run"`` by the rules of the module docstring; ``paper_effect`` and
-        ``paper_p_value`` are the paper's (NaN where the paper has no such number).
+        ``"not run"`` by the rules of the module docstring, ``"not testable"`` where a claim
+        ran but the study's best train/test cell is below :data:`MIN_LEARNED_DICE` (the
+        ``detail`` says so); ``paper_effect`` and ``paper_p_value`` are the paper's (NaN
+        where the paper has no such number).
     """
     paper = paper or load_paper_numbers()
     rows = [
@@ -562,4 +571,20 @@ def compute_findings(tables: dict[str, pd.DataFrame], *, paper: dict | None = No
         _centers(tables, paper),
         _miccai(tables, paper),
     ]
-    return pd.DataFrame(rows, columns=list(FINDING_COLUMNS))
+    return _floor(pd.DataFrame(rows, columns=list(FINDING_COLUMNS)), tables)
+
+
+def _floor(findings: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    """``findings`` with each tested claim :data:`NOT_TESTABLE` when no model of the study
+    learned (best train/test cell Dice below :data:`MIN_LEARNED_DICE`)."""
+    tt = tables.get("train_test", pd.DataFrame(columns=["metric", "mean"]))
+    cells = tt.loc[tt["metric"] == "dice", "mean"].astype(float).dropna()
+    if cells.empty or cells.max() >= MIN_LEARNED_DICE:
+        return findings
+    tested = findings["verdict"].isin([REPRODUCED, NOT_REPRODUCED])
+    why = f"models did not learn: best cell {cells.max():.3f} < {MIN_LEARNED_DICE}"
+    findings.loc[tested, "detail"] = [
+        f"{why}; {d}" if d else why for d in findings.loc[tested, "detail"]
+    ]
+    findings.loc[tested, "verdict"] = NOT_TESTABLE
+    return findings

@@ -17,7 +17,7 @@ import pandas as pd
 from msnb.files import write_text
 from msnb.records import record_metrics
 from msnb.stats.compare import COMPARISON_COLUMNS, NOT_RUN, PAPER_KEYS
-from msnb.stats.findings import FINDING_COLUMNS, NOT_REPRODUCED, REPRODUCED
+from msnb.stats.findings import FINDING_COLUMNS, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
 from msnb.stats.inference import TEST_COLUMNS
 from msnb.stats.tables import ABLATIONS
 
@@ -272,7 +272,7 @@ def summarize_tests(tables: dict[str, pd.DataFrame]) -> dict:
     """The summary numbers of ``metrics.json``: ``n_tests``, ``n_tests_ok`` (tests that
     could run), ``n_train_test_cells`` (train x test cells of the Dice table), and the
     findings' counts ``n_claims``, ``n_claims_reproduced``, ``n_claims_not_reproduced``,
-    ``n_claims_not_run``."""
+    ``n_claims_not_run``, ``n_claims_not_testable``."""
     tests = tables.get("tests", pd.DataFrame(columns=list(TEST_COLUMNS)))
     tt = tables.get("train_test", pd.DataFrame())
     verdicts = tables.get("findings", pd.DataFrame(columns=list(FINDING_COLUMNS)))["verdict"]
@@ -284,6 +284,7 @@ def summarize_tests(tables: dict[str, pd.DataFrame]) -> dict:
         "n_claims_reproduced": int((verdicts == REPRODUCED).sum()),
         "n_claims_not_reproduced": int((verdicts == NOT_REPRODUCED).sum()),
         "n_claims_not_run": int((verdicts == NOT_RUN).sum()),
+        "n_claims_not_testable": int((verdicts == NOT_TESTABLE).sum()),
     }
 
 
