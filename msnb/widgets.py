@@ -51,6 +51,29 @@ def _slider(w, *, value, low, high, description, step=1):
     )
 
 
+def _live_view(rows, controls, paint, *, css: str = ""):
+    """A box of ``rows`` (a widget, or a list of widgets side by side) above an output that
+    ``paint()`` fills with a figure, drawn now and again whenever a widget of ``controls``
+    changes value; ``css`` is the box's class (by which the browser test finds it)."""
+    import ipywidgets as w
+
+    out = w.Output()
+
+    def draw(*_):
+        with out:
+            out.clear_output(wait=True)
+            paint()
+            plt.show()
+
+    for control in controls:
+        control.observe(draw, names="value")
+    draw()
+    box = w.VBox([w.HBox(r) if isinstance(r, list) else r for r in rows] + [out])
+    if css:
+        box.add_class(css)
+    return box
+
+
 def normalization_frame(comparison, scan_id: str, z: int, method: str) -> dict:
     """What the normalization viewer shows for one choice.
 
@@ -81,21 +104,14 @@ def view_normalization(comparison):
         w, value=int(comparison.scans.slice_z.iloc[0]), low=0, high=depth - 1, description="slice"
     )
     method = w.ToggleButtons(options=comparison.methods, description="method")
-    out = w.Output()
 
-    def draw(*_):
+    def paint():
         frame = normalization_frame(comparison, scan.value, z.value, method.value)
-        with out:
-            out.clear_output(wait=True)
-            fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
-            plot_slice(frame["plane"], ax=a, title=frame["title"])
-            plot_histograms({scan.value: frame["values"]}, ax=b, xlabel=method.value)
-            plt.show()
+        _, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+        plot_slice(frame["plane"], ax=a, title=frame["title"])
+        plot_histograms({scan.value: frame["values"]}, ax=b, xlabel=method.value)
 
-    for control in (scan, z, method):
-        control.observe(draw, names="value")
-    draw()
-    return w.VBox([w.HBox([scan, method]), z, out])
+    return _live_view([[scan, method], z], (scan, z, method), paint)
 
 
 def overlay_frame(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, z: int) -> dict:
@@ -127,23 +143,13 @@ def view_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *, titl
 
     start = most_lesion_slice(np.asarray(truth, bool))
     z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
-    out = w.Output()
 
-    def draw(*_):
+    def paint():
         f = overlay_frame(image, truth, pred, z.value)
-        with out:
-            out.clear_output(wait=True)
-            plot_overlay(
-                f["plane"],
-                f["truth"],
-                f["pred"],
-                title=f"{title} TP {f['tp']} FP {f['fp']} FN {f['fn']}",
-            )
-            plt.show()
+        head = f"{title} TP {f['tp']} FP {f['fp']} FN {f['fn']}"
+        plot_overlay(f["plane"], f["truth"], f["pred"], title=head)
 
-    z.observe(draw, names="value")
-    draw()
-    return w.VBox([z, out])
+    return _live_view([z], [z], paint)
 
 
 def load_slice_volumes(scan) -> dict:
@@ -236,25 +242,18 @@ def view_slices(scans):
     overlay = w.Dropdown(
         options=choices, value=choices[1] if len(choices) > 2 else "none", description="overlay"
     )
-    out = w.Output()
 
-    def draw(*_):
+    def paint():
         vols = volumes(scan.value)
         z.max = vols["image"].shape[2] - 1
         names = ["none", *vols["masks"], "all raters"]
         if list(overlay.options) != names:
             overlay.options = names
         frame = slice_frame(vols, z.value, overlay.value)
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5, 5))
-            plot_slice_frame(frame, ax=ax, title=f"{scan.value} | z = {frame['z']}")
-            plt.show()
+        _, ax = plt.subplots(figsize=(5, 5))
+        plot_slice_frame(frame, ax=ax, title=f"{scan.value} | z = {frame['z']}")
 
-    for control in (scan, z, overlay):
-        control.observe(draw, names="value")
-    draw()
-    return w.VBox([w.HBox([scan, overlay]), z, out])
+    return _live_view([[scan, overlay], z], (scan, z, overlay), paint)
 
 
 def threshold_frame(
@@ -302,22 +301,13 @@ def view_threshold(
     start = most_lesion_slice(np.asarray(truth, bool))
     threshold = _slider(w, value=0.5, low=0.05, high=0.95, step=0.05, description="threshold")
     z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
-    out = w.Output()
 
-    def draw(*_):
+    def paint():
         f = threshold_frame(image, truth, probability, z.value, threshold.value)
-        with out:
-            out.clear_output(wait=True)
-            head = f"{title} p >= {f['threshold']:.2f}: volume Dice {f['dice']:.3f}"
-            plot_overlay(f["plane"], f["truth"], f["pred"], title=head)
-            plt.show()
+        head = f"{title} p >= {f['threshold']:.2f}: volume Dice {f['dice']:.3f}"
+        plot_overlay(f["plane"], f["truth"], f["pred"], title=head)
 
-    for control in (threshold, z):
-        control.observe(draw, names="value")
-    draw()
-    box = w.VBox([threshold, z, out])
-    box.add_class("msnb-threshold")
-    return box
+    return _live_view([threshold, z], (threshold, z), paint, css="msnb-threshold")
 
 
 def compare_frame(image: np.ndarray, truth: np.ndarray, preds: dict, z: int) -> dict:
@@ -348,19 +338,11 @@ def view_compare(image: np.ndarray, truth: np.ndarray, preds: dict):
 
     start = most_lesion_slice(np.asarray(truth, bool))
     z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
-    out = w.Output()
 
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            plot_compare_frame(compare_frame(image, truth, preds, z.value))
-            plt.show()
+    def paint():
+        plot_compare_frame(compare_frame(image, truth, preds, z.value))
 
-    z.observe(draw, names="value")
-    draw()
-    box = w.VBox([z, out])
-    box.add_class("msnb-compare")
-    return box
+    return _live_view([z], [z], paint, css="msnb-compare")
 
 
 def rater_frame(image: np.ndarray, rater_map: dict, z: int) -> dict:
@@ -415,21 +397,13 @@ def view_raters(volumes: dict, *, title: str = ""):
     image, rater_map = volumes["image"], compute_rater_map(volumes["masks"])
     start = most_lesion_slice(rater_map["count"] > 0)
     z = _slider(w, value=start, low=0, high=image.shape[2] - 1, description="slice")
-    out = w.Output()
 
-    def draw(*_):
+    def paint():
         frame = rater_frame(image, rater_map, z.value)
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5.5, 5))
-            plot_rater_frame(frame, ax=ax, title=f"{title} z = {frame['z']}")
-            plt.show()
+        _, ax = plt.subplots(figsize=(5.5, 5))
+        plot_rater_frame(frame, ax=ax, title=f"{title} z = {frame['z']}")
 
-    z.observe(draw, names="value")
-    draw()
-    box = w.VBox([z, out])
-    box.add_class("msnb-raters")
-    return box
+    return _live_view([z], [z], paint, css="msnb-raters")
 
 
 #: The three planes of a canonical (RAS+) volume: the fixed axis, and the patient's side at
@@ -517,26 +491,17 @@ def view_planes(image: np.ndarray, *, mask=None):
 
     plane = w.ToggleButtons(options=list(PLANES), description="plane")
     z = _slider(w, value=image.shape[2] // 2, low=0, high=image.shape[2] - 1, description="slice")
-    out = w.Output()
 
-    def on_plane(*_):
+    def on_plane(*_):  # observed before the redraw: the slider fits the new plane first
         depth = image.shape[PLANES[plane.value][0]]
         with z.hold_trait_notifications():
             z.max = depth - 1
             z.value = depth // 2
-        draw()
 
-    def draw(*_):
+    def paint():
         frame = plane_frame(image, plane.value, z.value, mask=mask)
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5, 5))
-            plot_plane_frame(frame, ax=ax)
-            plt.show()
+        _, ax = plt.subplots(figsize=(5, 5))
+        plot_plane_frame(frame, ax=ax)
 
     plane.observe(on_plane, names="value")
-    z.observe(draw, names="value")
-    draw()
-    box = w.VBox([plane, z, out])
-    box.add_class("msnb-planes")
-    return box
+    return _live_view([plane, z], (plane, z), paint, css="msnb-planes")
