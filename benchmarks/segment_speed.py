@@ -11,9 +11,9 @@ LPS affine; the model is an untrained UNet++-resnet18 bundle at ``--size`` (spee
 depend on the weights). It reports, each as the median of ``--runs`` runs:
 
 1. ``msnb segment`` end to end in a fresh process (process start included), for each
-   ``--backend``: ``torch`` and ``onnx`` (ONNX Runtime; its first run, which exports the
-   network to ``model.onnx``, is reported apart), and the in-process stages of one run of
-   each (brain mask, normalize, slice, infer, unslice);
+   ``--backend``, ``torch`` and ``onnx`` (ONNX Runtime), alternating in rounds; the first
+   run of ``onnx``, which exports the network to ``model.onnx``, is reported apart; then
+   the in-process stages of one run of each (brain mask, normalize, slice, infer, unslice);
 2. the imports: ``import torch``, ``import msnb.segment`` (what the CLI imports before the
    bundle), ``segmentation_models_pytorch`` (timm, torchvision, ``torch._dynamo``),
    ``onnxruntime`` and all that ``msnb segment --backend onnx`` imports, each in a fresh
@@ -86,22 +86,29 @@ def _median(values: list[float]) -> str:
 
 
 def time_end_to_end(flair: Path, bundle: Path, out: Path, runs: int) -> None:
+    """Both backends end to end, alternating (run i of each in round i), then the stages."""
     from msnb.segment import segment_file
 
     cmd = [sys.executable, "-m", "msnb.cli", "segment", str(flair), "--model", str(bundle)]
-    for backend in ("torch", "onnx"):
-        run = [*cmd, "--backend", backend, "--out"]
-        if backend == "onnx":
-            for f in ("model.onnx", "model.onnx.json"):
-                (bundle / f).unlink(missing_ok=True)
-            first = _wall([*run, str(out / "seg-onnx-first")])
-            print(f"msnb segment --backend onnx, first run (exports model.onnx): {first:.2f} s")
-        walls = [_wall([*run, str(out / f"seg-{backend}{i}")]) for i in range(runs)]
-        print(f"msnb segment --backend {backend} end to end, process start included: ", end="")
-        print(_median(walls))
+    for f in ("model.onnx", "model.onnx.json"):
+        (bundle / f).unlink(missing_ok=True)
+    first = _wall([*cmd, "--backend", "onnx", "--out", str(out / "seg-onnx-first")])
+    print(f"msnb segment --backend onnx, first run (exports model.onnx): {first:.2f} s")
+    walls: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for i in range(runs):
+        for backend, values in walls.items():
+            run = [*cmd, "--backend", backend, "--out", str(out / f"seg-{backend}{i}")]
+            values.append(_wall(run))
+    for backend, values in walls.items():
+        print(f"msnb segment --backend {backend}, end to end, process start included: ", end="")
+        print(_median(values))
+    ratios = [t / o for t, o in zip(walls["torch"], walls["onnx"], strict=True)]
+    print(f"  torch / onnx per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    for backend in walls:
         res = segment_file(flair, bundle, out / f"seg-steps-{backend}", backend=backend)
         steps = {k: round(v, 2) for k, v in res["steps"].items()}
-        print(f"  in-process stages of one run (s): {steps}, total {res['seconds']:.1f} s")
+        print(f"  {backend}: in-process stages of one run (s): {steps}, total", end=" ")
+        print(f"{res['seconds']:.1f} s")
 
 
 def time_imports(runs: int) -> None:
