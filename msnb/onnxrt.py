@@ -10,9 +10,9 @@ so one made before the weights changed (a retrained or replaced bundle) is made 
 
 Running it (:class:`OnnxNetwork`) needs only ``onnxruntime`` and numpy: with an export in
 place, ``msnb segment`` reads, normalizes, slices and predicts a scan without importing
-torch (3-6 s of a process's start on a 2-core machine). :func:`open_backend` chooses between
-it and the torch model (``--backend``). Probabilities agree with torch's to about 1e-5
-(float32 on both; README, **Speed**).
+torch, timm or torchvision (3.3 s of the 16.3 s issue 14 measured on a 2-core machine).
+:func:`open_backend` chooses between it and the torch model (``--backend``). Probabilities
+agree with torch's to about 1e-5 (float32 on both; README, **Speed**).
 """
 
 from __future__ import annotations
