@@ -10,15 +10,18 @@ cropped about its center to 182 x 218 x 182 (the FSL MNI grid's shape) and writt
 LPS affine; the model is an untrained UNet++-resnet18 bundle at ``--size`` (speed does not
 depend on the weights). It reports, each as the median of ``--runs`` runs:
 
-1. ``msnb segment`` end to end in a fresh process (process start included), and the
-   in-process stages of one run (read, brain mask, normalize, slice, infer, unslice);
+1. ``msnb segment`` end to end in a fresh process (process start included), for each
+   ``--backend``, ``torch`` and ``onnx`` (ONNX Runtime), alternating in rounds; the first
+   run of ``onnx``, which exports the network to ``model.onnx``, is reported apart; then
+   the in-process stages of one run of each (brain mask, normalize, slice, infer, unslice);
 2. the imports: ``import torch``, ``import msnb.segment`` (what the CLI imports before the
-   bundle) and ``segmentation_models_pytorch`` (timm, torchvision, ``torch._dynamo``), each
-   in a fresh process;
+   bundle), ``segmentation_models_pytorch`` (timm, torchvision, ``torch._dynamo``),
+   ``onnxruntime`` and all that ``msnb segment --backend onnx`` imports, each in a fresh
+   process;
 3. inference options on ``--sweep-slices`` of the volume's own model planes, in slices/s and
    as a ratio to msnb's default (channels-last, batch 16, all threads): batch size,
-   channels-last, threads, a frozen TorchScript trace, ``torch.export``, and ONNX Runtime when
-   it is installed. The options are measured in rounds (every option once per round), so a
+   channels-last, threads, a frozen TorchScript trace, ``torch.export``, and ONNX Runtime
+   (msnb's ``onnx`` backend, :class:`msnb.onnxrt.OnnxNetwork`) when it is installed. The options are measured in rounds (every option once per round), so a
    load that changes during the run weighs on all of them alike.
 """
 
@@ -83,19 +86,40 @@ def _median(values: list[float]) -> str:
 
 
 def time_end_to_end(flair: Path, bundle: Path, out: Path, runs: int) -> None:
-    cmd = [sys.executable, "-m", "msnb.cli", "segment", str(flair), "--model", str(bundle)]
-    walls = [_wall([*cmd, "--out", str(out / f"seg{i}")]) for i in range(runs)]
-    print(f"msnb segment end to end, process start included: {_median(walls)}")
-
+    """Both backends end to end, alternating (run i of each in round i), then the stages."""
     from msnb.segment import segment_file
 
-    res = segment_file(flair, bundle, out / "seg-steps")
-    steps = {k: round(v, 2) for k, v in res["steps"].items()}
-    print(f"  in-process stages of one run (s): {steps}, total {res['seconds']:.1f} s")
+    cmd = [sys.executable, "-m", "msnb.cli", "segment", str(flair), "--model", str(bundle)]
+    for f in ("model.onnx", "model.onnx.json"):
+        (bundle / f).unlink(missing_ok=True)
+    first = _wall([*cmd, "--backend", "onnx", "--out", str(out / "seg-onnx-first")])
+    print(f"msnb segment --backend onnx, first run (exports model.onnx): {first:.2f} s")
+    walls: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for i in range(runs):
+        for backend, values in walls.items():
+            run = [*cmd, "--backend", backend, "--out", str(out / f"seg-{backend}{i}")]
+            values.append(_wall(run))
+    for backend, values in walls.items():
+        print(f"msnb segment --backend {backend}, end to end, process start included: ", end="")
+        print(_median(values))
+    ratios = [t / o for t, o in zip(walls["torch"], walls["onnx"], strict=True)]
+    print(f"  torch / onnx per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    for backend in walls:
+        res = segment_file(flair, bundle, out / f"seg-steps-{backend}", backend=backend)
+        steps = {k: round(v, 2) for k, v in res["steps"].items()}
+        print(f"  {backend}: in-process stages of one run (s): {steps}, total", end=" ")
+        print(f"{res['seconds']:.1f} s")
 
 
 def time_imports(runs: int) -> None:
-    for what in ("torch", "msnb.segment", "msnb.segment, segmentation_models_pytorch"):
+    onnx_path = "msnb.cli, msnb.segment, msnb.onnxrt, msnb.predict, msnb.metrics, onnxruntime"
+    for what in (
+        "torch",
+        "msnb.segment",
+        "msnb.segment, segmentation_models_pytorch",
+        "onnxruntime",
+        onnx_path,
+    ):
         walls = [_wall([sys.executable, "-c", f"import {what}"]) for _ in range(runs)]
         print(f"python -c 'import {what}': {_median(walls)}")
 
@@ -118,11 +142,13 @@ def model_planes(flair: Path, bundle_path: Path, n: int) -> np.ndarray:
     return to_model_plane(image[:, :, pick], geom)
 
 
-def _runners(model, example, *, onnx_dir: Path) -> dict:
+def _runners(bundle, example, *, onnx_dir: Path) -> dict:
     """Inference callables ``f(batch) -> probabilities`` by option name."""
     import torch
 
     from msnb.predict import infer_slices
+
+    model = bundle.model
 
     def msnb_infer(batch_size, channels_last, threads=None):
         def run(planes):
@@ -157,7 +183,7 @@ def _runners(model, example, *, onnx_dir: Path) -> dict:
     except ImportError:
         print("ONNX Runtime: not installed, not measured")
     else:
-        runners["ONNX Runtime"] = _onnx_runner(model, example, onnx_dir)
+        runners["ONNX Runtime (msnb's onnx backend), batch 16"] = _onnx_runner(bundle, onnx_dir)
     return runners
 
 
@@ -173,18 +199,13 @@ def _planes_runner(module, batch_size: int = 16):
     return run
 
 
-def _onnx_runner(model, example, onnx_dir: Path, batch_size: int = 16):
-    import onnxruntime as ort
-    import torch
+def _onnx_runner(bundle, onnx_dir: Path, batch_size: int = 16):
+    from msnb.onnxrt import OnnxNetwork, export_onnx
 
-    path = onnx_dir / "model.onnx"
-    torch.onnx.export(model, (example,), str(path), dynamic_axes={"x": {0: "b"}}, input_names=["x"])
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    network = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
 
     def run(planes):
-        stack = np.ascontiguousarray(np.moveaxis(planes, 2, 0))[:, None].astype(np.float32)
-        for i in range(0, len(stack), batch_size):
-            session.run(None, {"x": stack[i : i + batch_size]})
+        return network.infer(planes, batch_size=batch_size)
 
     return run
 
@@ -195,10 +216,10 @@ def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int)
     from msnb.bundle import load_bundle
 
     planes = model_planes(flair, bundle_path, n)
-    model = load_bundle(bundle_path).model
+    bundle = load_bundle(bundle_path)
     example = torch.from_numpy(np.ascontiguousarray(np.moveaxis(planes[..., :4], 2, 0))[:, None])
     t = time.perf_counter()
-    runners = _runners(model, example, onnx_dir=out)
+    runners = _runners(bundle, example, onnx_dir=out)
     print(f"preparing the traced, exported (and ONNX) models: {time.perf_counter() - t:.1f} s")
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for run in runners.values():  # warm-up: first calls allocate and pick kernels
@@ -216,6 +237,11 @@ def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int)
     for name, values in rates.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.1f} | {med / base:.2f} |")
+    ort = next((name for name in runners if name.startswith("ONNX Runtime")), None)
+    if ort is not None:
+        default = runners["default: channels-last, batch 16"](planes)
+        diff = np.abs(runners[ort](planes) - default).max()
+        print(f"ONNX Runtime against the default: max |probability difference| {diff:.2e}")
 
 
 def main() -> None:

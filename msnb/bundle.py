@@ -29,7 +29,6 @@ import numpy as np
 
 from msnb import __version__
 from msnb.files import atomic_path, to_jsonable
-from msnb.models import build_model
 from msnb.normalize import get_normalizer
 from msnb.recipe import precision_of
 
@@ -88,8 +87,9 @@ class Bundle:
 
     Attributes
     ----------
-    model : torch.nn.Module
-        In eval mode, on the CPU.
+    model : torch.nn.Module or None
+        In eval mode, on the CPU; None until :meth:`load_model` when the bundle was read
+        with ``load_bundle(path, weights=False)`` (torch not imported).
     normalizer : Normalizer
         Rebuilt from the bundle (the quantile reference as saved).
     meta : dict
@@ -102,6 +102,20 @@ class Bundle:
     meta: dict
     path: Path | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
+
+    def load_model(self):
+        """The network: :attr:`model`, read from ``weights.pt`` first when not loaded yet.
+
+        Raises
+        ------
+        BundleError
+            ``weights.pt`` is damaged or does not fit ``bundle.json``.
+        """
+        if self.model is None:
+            if self.path is None:
+                raise ValueError("a bundle without a model or a folder to read it from")
+            self.model = _load_weights(Path(self.path), self.meta)
+        return self.model
 
     @property
     def size(self) -> int:
@@ -290,6 +304,8 @@ def _load_weights(path: Path, meta: dict):
     """The bundle's network with its saved weights (eval mode, CPU)."""
     import torch
 
+    from msnb.models import build_model
+
     file = path / "weights.pt"
     try:
         # on the meta device: no random initialization of weights about to be replaced
@@ -331,8 +347,17 @@ def _load_weights(path: Path, meta: dict):
     return model
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
+def load_bundle(path: str | os.PathLike, *, weights: bool = True) -> Bundle:
     """Read a bundle: the model (eval mode, CPU), its normalizer and metadata.
+
+    Parameters
+    ----------
+    path : path-like
+        The bundle folder.
+    weights : bool, default True
+        Also read the network; False: leave :attr:`Bundle.model` None until
+        :meth:`Bundle.load_model` (nothing here imports torch then, and ``weights.pt`` is
+        checked only when read).
 
     Raises
     ------
@@ -351,5 +376,5 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     meta = _read_meta(path)
     reference = _read_reference(path, meta)
     normalizer = _build_normalizer(path, meta, reference)
-    model = _load_weights(path, meta)
+    model = _load_weights(path, meta) if weights else None
     return Bundle(model=model, normalizer=normalizer, meta=meta, path=path, reference=reference)

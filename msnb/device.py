@@ -11,6 +11,8 @@ support and on CUDA devices that support it, otherwise float32.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
 
 import numpy as np
@@ -19,6 +21,7 @@ __all__ = [
     "AUTOCAST_MODES",
     "DeviceError",
     "autocast",
+    "gpu_likely",
     "pick_device",
     "resolve_speedups",
     "seed_everything",
@@ -82,6 +85,14 @@ def pick_device(name: str = "auto") -> str:
     elif device.type != "cpu" or device.index not in (None, 0):
         raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:<index> or mps")
     return name
+
+
+def gpu_likely() -> bool:
+    """Whether this machine likely has a GPU that torch could use, told without importing
+    torch: an NVIDIA driver loaded (``/proc/driver/nvidia``) or an Apple silicon Mac."""
+    if os.path.isdir("/proc/driver/nvidia"):
+        return True
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
 
 
 def resolve_speedups(

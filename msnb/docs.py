@@ -34,6 +34,9 @@ docdict: dict[str, str] = {
     "device": """device : str, default "auto"
     ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``
     (:func:`msnb.device.pick_device`).""",
+    "backend": """backend : {"auto", "torch", "onnx"} or Backend, default "auto"
+    What runs the network (:func:`msnb.onnxrt.open_backend`): ``"onnx"`` ONNX Runtime on
+    the CPU (exported once), ``"auto"`` that when it can be used, torch otherwise.""",
     "autocast": """autocast : {"auto", "bf16", "fp16", "none"}, default "none"
     Precision of the forward pass (:func:`msnb.device.resolve_speedups`); ``"none"`` is
     float32, ``"auto"`` bf16 where the device supports it.""",

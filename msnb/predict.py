@@ -159,6 +159,7 @@ def predict_volume(
     device: str = "auto",
     autocast: str | None = None,
     threshold: float | None = None,
+    network=None,
 ) -> Prediction:
     """Predict lesions on a FLAIR volume.
 
@@ -178,6 +179,10 @@ def predict_volume(
         declared precision on every machine.
     threshold : float in (0, 1], optional
         The mask is ``probability >= threshold``; default: the bundle's.
+    network : OnnxNetwork, optional
+        Infer with it (:func:`msnb.onnxrt.open_backend`: the bundle's network on ONNX
+        Runtime, float32 on the CPU; ``device`` and ``autocast`` do not apply) instead of
+        the bundle's torch model.
 
     Returns
     -------
@@ -205,9 +210,11 @@ def predict_volume(
     planes = to_model_plane(image[:, :, zs], geom)
     t["slice"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probs = infer_slices(
-        bundle.model, planes, batch_size=batch_size, device=pick_device(device), autocast=autocast
-    )
+    if network is not None:
+        probs = network.infer(planes, batch_size=batch_size)
+    else:
+        model, device = bundle.load_model(), pick_device(device)
+        probs = infer_slices(model, planes, batch_size=batch_size, device=device, autocast=autocast)
     t["infer"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     prob = np.zeros(flair.shape, dtype=np.float32)

@@ -230,9 +230,9 @@ def expand_inputs(items: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _provenance(bundle, threshold: float) -> dict:
+def _provenance(bundle, threshold: float, backend) -> dict:
     """What made the outputs: msnb's version, the bundle (folder, model id, the SHA-256 of
-    its ``bundle.json``) and the threshold."""
+    its ``bundle.json``), the threshold and the backend (:meth:`msnb.onnxrt.Backend.describe`)."""
     meta_file = None if bundle.path is None else Path(bundle.path) / "bundle.json"
     digest = None
     if meta_file is not None and meta_file.is_file():
@@ -244,6 +244,7 @@ def _provenance(bundle, threshold: float) -> dict:
         "bundle": None if bundle.path is None else str(Path(bundle.path).absolute()),
         "bundle_json_sha256": digest,
         "threshold": threshold,
+        **backend.describe(),
     }
 
 
@@ -334,7 +335,9 @@ def _write_description(out: Path, bids_root: Path) -> None:
     )
 
 
-def _segment_target(target: Target, bundle, *, brain_mask, provenance: dict, **options) -> dict:
+def _segment_target(
+    target: Target, bundle, *, brain_mask, provenance: dict, backend, batch_size: int
+) -> dict:
     """Segment one target and write its outputs; its summary row."""
     from msnb.metrics import lesion_table
     from msnb.nifti import load_image, load_mask
@@ -347,11 +350,20 @@ def _segment_target(target: Target, bundle, *, brain_mask, provenance: dict, **o
         brain = load_mask(
             brain_mask, reference=flair, binarize=True, allow_empty=False, what="brain mask"
         ).data
-    pred = predict_volume(flair, bundle, brain=brain, threshold=provenance["threshold"], **options)
+    pred = predict_volume(
+        flair,
+        bundle,
+        brain=brain,
+        threshold=provenance["threshold"],
+        batch_size=batch_size,
+        device=backend.device,
+        network=backend.network,
+    )
     table = lesion_table(pred.mask, pred.affine)
     _write_target(target, flair, pred, table, provenance)
     row = _row(target, "ok", len(table), float(table.ml.sum()) if len(table) else 0.0)
-    return {**row, "seconds": time.perf_counter() - t0, "steps": pred.seconds}
+    seconds = time.perf_counter() - t0
+    return {**row, "seconds": seconds, "backend": backend.name, "steps": pred.seconds}
 
 
 def _row(target: Target, status: str, lesions=None, volume_ml=None) -> dict:
@@ -395,6 +407,7 @@ def segment_files(
     report: Callable[[dict], None] | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    backend="auto",
 ):
     """Segment every target (:func:`plan_outputs`); one input that fails does not stop the
     others.
@@ -414,12 +427,14 @@ def segment_files(
         Called with each row as soon as its input is done.
     %(batch_size)s
     %(device)s
+    %(backend)s
 
     Returns
     -------
     pandas.DataFrame
         One row per target: :data:`SUMMARY_COLUMNS` (``status`` is ``ok``, ``skipped`` or
-        ``error``), the output paths by role, ``error`` (the message of a failed input).
+        ``error``), the output paths by role, ``backend`` (of the inputs segmented now),
+        ``error`` (the message of a failed input).
 
     Raises
     ------
@@ -429,12 +444,15 @@ def segment_files(
     import pandas as pd
 
     from msnb.bundle import load_bundle
+    from msnb.onnxrt import open_backend
     from msnb.predict import check_threshold
 
-    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle)
+    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle, weights=False)
     threshold = bundle.threshold if threshold is None else check_threshold(threshold)
-    provenance = _provenance(bundle, threshold)
-    options = {"batch_size": batch_size, "device": device, "brain_mask": brain_mask}
+    if isinstance(backend, str):
+        backend = open_backend(bundle, backend=backend, device=device)
+    provenance = _provenance(bundle, threshold, backend)
+    options = {"batch_size": batch_size, "backend": backend, "brain_mask": brain_mask}
     for out, root in {(t.out, t.bids_root) for t in targets if t.bids is not None}:
         _write_description(out, root)
     rows = []
@@ -464,6 +482,7 @@ def segment_file(
     bids: bool | None = False,
     batch_size: int = 16,
     device: str = "auto",
+    backend: str = "auto",
 ) -> dict:
     """Segment one FLAIR file and write its outputs into ``out_dir`` (see the module).
 
@@ -488,12 +507,14 @@ def segment_file(
         Write BIDS derivatives (None: when the input is a BIDS raw FLAIR).
     %(batch_size)s
     %(device)s
+    %(backend)s
 
     Returns
     -------
     dict
         ``input``, ``mask``, ``table``, ``probability`` (or None), ``lesions``,
-        ``volume_ml``, ``seconds``, ``steps`` (:attr:`msnb.predict.Prediction.seconds`).
+        ``volume_ml``, ``seconds``, ``steps`` (:attr:`msnb.predict.Prediction.seconds`),
+        ``backend`` (``"torch"`` or ``"onnx"``).
 
     Raises
     ------
@@ -501,26 +522,29 @@ def segment_file(
         ``batch_size`` or ``threshold`` is not valid; ``bids`` for a non-BIDS input.
     msnb.device.DeviceError
         ``device`` is unknown or not available here.
+    msnb.onnxrt.BackendError
+        ``backend`` is unknown or cannot be used here.
     msnb.nifti.OutputError
         ``out_dir`` is (under) a file or not writable, or an output could not be written.
     msnb.bundle.BundleError, msnb.nifti.NiftiError
         A damaged bundle; an unreadable or unusable input.
     """
     from msnb.bundle import load_bundle
-    from msnb.device import pick_device
+    from msnb.onnxrt import open_backend
     from msnb.predict import check_batch_size, check_threshold
 
     check_batch_size(batch_size)
     if threshold is not None:
         check_threshold(threshold)
-    device = pick_device(device)
     out = check_output_dir(out_dir, what="--out folder")
-    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle)
+    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle, weights=False)
+    engine = open_backend(bundle, backend=backend, device=device)
     (target,) = plan_outputs([flair_path], out, bids=bids, probabilities=probabilities)
     for out, root in [(target.out, target.bids_root)] if target.bids is not None else []:
         _write_description(out, root)
-    provenance = _provenance(bundle, bundle.threshold if threshold is None else threshold)
-    options = {"batch_size": batch_size, "device": device, "brain_mask": brain_mask}
+    threshold = bundle.threshold if threshold is None else threshold
+    provenance = _provenance(bundle, threshold, engine)
+    options = {"batch_size": batch_size, "backend": engine, "brain_mask": brain_mask}
     row = _segment_target(target, bundle, provenance=provenance, **options)
     return {
         "input": str(target.input),
@@ -531,6 +555,7 @@ def segment_file(
         "volume_ml": row["volume_ml"],
         "seconds": row["seconds"],
         "steps": row["steps"],
+        "backend": row["backend"],
     }
 
 
@@ -551,28 +576,29 @@ def _print_row(row: dict) -> None:
 
 def _cli_segment(args: argparse.Namespace) -> int:
     from msnb.bundle import load_bundle
-    from msnb.device import pick_device
+    from msnb.onnxrt import open_backend
     from msnb.predict import check_batch_size, check_threshold
 
     # everything that can be checked is checked before the first scan is predicted
     check_batch_size(args.batch_size)
     if args.threshold is not None:
         check_threshold(args.threshold)
-    device = pick_device(args.device)
     check_output_dir(args.out, what="--out folder")
     inputs = expand_inputs(args.flair)
     if args.brain_mask and len(inputs) > 1:
         raise ValueError("--brain-mask applies to a single input; give one FLAIR file")
     targets = plan_outputs(inputs, args.out, bids=args.bids, probabilities=args.probabilities)
+    bundle = load_bundle(args.model, weights=False)
+    backend = open_backend(bundle, backend=args.backend, device=args.device)
     summary = segment_files(
         targets,
-        load_bundle(args.model),
+        bundle,
         brain_mask=args.brain_mask,
         threshold=args.threshold,
         skip_existing=args.skip_existing,
         report=_print_row,
         batch_size=args.batch_size,
-        device=device,
+        backend=backend,
     )
     if len(summary) > 1:
         columns = [c for c in SUMMARY_COLUMNS if c != "session" or summary.session.any()]
@@ -621,4 +647,12 @@ def register_cli(sub) -> None:
     p.add_argument("--summary", metavar="TSV", help="also write the summary table there")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="onnx: ONNX Runtime on the CPU (the network exported once, beside the bundle or "
+        "in the cache); auto (default): onnx when onnxruntime is installed, the device is "
+        "the CPU and the model float32, torch otherwise",
+    )
     p.set_defaults(func=_cli_segment)

@@ -46,7 +46,7 @@ __all__ = [
     "PreparedScan",
     "SLICE_CROPS",
     "STORE_FORMAT",
-    "SliceDataset",
+    "SliceDataset",  # noqa: F822 (made on first use by __getattr__, without importing torch)
     "SliceStore",
     "SliceStoreError",
     "brain_slices",
@@ -532,29 +532,39 @@ def split_by_patient(
     return train, val
 
 
-try:  # torch is a dependency, but keep the store usable without importing it eagerly elsewhere
+def _slice_dataset_class():
+    """:class:`SliceDataset`, built on first use: importing this module does not import torch
+    (``msnb segment`` on ONNX Runtime slices scans without it)."""
     import torch
-    from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # pragma: no cover
-    torch = None
-    _TorchDataset = object
+    from torch.utils.data import Dataset
+
+    class SliceDataset(Dataset):
+        """A torch Dataset over rows of a :class:`SliceStore` (no file decoding per item).
+
+        Items are ``(image, mask)``, float32 tensors of shape (1, S, S).
+        """
+
+        def __init__(self, store: SliceStore, indices: Sequence[int] | None = None):
+            self.store = store
+            self.indices = (
+                np.arange(len(store)) if indices is None else np.asarray(indices, dtype=int)
+            )
+
+        def __len__(self) -> int:
+            return len(self.indices)
+
+        def __getitem__(self, i: int):
+            j = int(self.indices[i])
+            image = torch.from_numpy(np.array(self.store.images[j], dtype=np.float32))[None]
+            mask = torch.from_numpy(np.array(self.store.masks[j], dtype=np.float32))[None]
+            return image, mask
+
+    SliceDataset.__module__, SliceDataset.__qualname__ = __name__, "SliceDataset"
+    return SliceDataset
 
 
-class SliceDataset(_TorchDataset):
-    """A torch Dataset over rows of a :class:`SliceStore` (no file decoding per item).
-
-    Items are ``(image, mask)``, float32 tensors of shape (1, S, S).
-    """
-
-    def __init__(self, store: SliceStore, indices: Sequence[int] | None = None):
-        self.store = store
-        self.indices = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=int)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        j = int(self.indices[i])
-        image = torch.from_numpy(np.array(self.store.images[j], dtype=np.float32))[None]
-        mask = torch.from_numpy(np.array(self.store.masks[j], dtype=np.float32))[None]
-        return image, mask
+def __getattr__(name: str):
+    if name == "SliceDataset":
+        cls = globals()["SliceDataset"] = _slice_dataset_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

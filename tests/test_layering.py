@@ -32,6 +32,7 @@ LAYERS = {
         "msnb.slices",
         "msnb.models",
         "msnb.bundle",
+        "msnb.onnxrt",
         "msnb.metrics",
         "msnb.external",
         "msnb.predict",
