@@ -47,7 +47,7 @@ STATS_TESTS = (
     " or heatmap or identifiers"
 )
 # Used through another package's API rather than imported: distribution -> the use.
-IMPLICIT_USES = {"tabulate": "to_markdown("}
+IMPLICIT_USES = {"tabulate": "to_markdown(", "onnx": "torch.onnx.export("}
 
 # Every conda-forge name environment.yml may use, and the PyPI distribution it installs
 # (None: not a Python distribution msnb depends on). Checked by hand against each
@@ -80,6 +80,8 @@ CONDA_FORGE_TO_PYPI = {
     "pyyaml": "pyyaml",
     "dask": "dask",
     "distributed": "distributed",
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
     "pytest": "pytest",
     "ruff": "ruff",
     "playwright-python": "playwright",
