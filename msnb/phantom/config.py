@@ -371,8 +371,10 @@ MRMS_RATERS = RaterParams(3, 0.4, (0.6, 0.6), 0.3, 5.0, 2.0)
 #: 1 mm masks. On coarser phantom grids the same amplitudes give higher Dice (boundary voxels
 #: are larger), so the individual amplitudes are re-calibrated by simulation on the quick
 #: preset (1.5 mm) to hit the section-4 targets (MSSEG rater-consensus 0.72, rater-rater
-#: 0.61; ISBI 0.73).
+#: 0.61; ISBI 0.73). On the 1 mm grid the smaller lesions of :data:`GRID_CALIBRATION` lowered
+#: ISBI's rater-rater Dice to 0.64 with the table's 0.7 mm, hence 0.5 mm there.
 RATER_CALIBRATION: dict[float, dict[str, dict]] = {
+    1.0: {"isbi2015": {"a_individual": (0.5, 0.5)}},
     1.5: {"isbi2015": {"a_individual": (0.65, 0.65)}, "msseg": {"a_individual": (1.15, 1.25)}},
     3.0: {"isbi2015": {"a_individual": (0.65, 0.65)}, "msseg": {"a_individual": (1.15, 1.25)}},
 }
@@ -389,9 +391,9 @@ RATER_CALIBRATION: dict[float, dict[str, dict]] = {
 GRID_CALIBRATION: dict[float, dict[str, dict]] = {
     1.0: {
         "anatomy": {"texture_corr_mm": 0.7},
-        "lesions": {"log_voxels_mean": 2.0, "boundary_amplitude_mm": (0.25, 0.5),
+        "lesions": {"log_voxels_mean": 1.8, "boundary_amplitude_mm": (0.25, 0.5),
                     "max_sites": 50, "confluent_power": 1.0},
-        "centers": {"lesion_ratio_shift": -0.03, "noise_factor": 1.35},
+        "centers": {"lesion_ratio_shift": 0.02, "noise_factor": 1.35},
     },
 }  # fmt: skip
 
