@@ -329,3 +329,65 @@ def test_large_loads_grow_confluent_lesions_not_more_sites():
         return phantom.lesions.ndi.label(truth, np.ones((3, 3, 3)))[1]
 
     assert n_components(capped) < 0.6 * n_components(free)
+
+
+def test_grid_calibration_leaves_quick_and_tiny_unchanged():
+    """The 1 mm calibration (issue 13) changes no parameter of the quick and tiny presets,
+    nor their recorded ``phantom.json`` parameters (whose hash keys the study's jobs)."""
+    from msnb.files import to_jsonable
+    from msnb.phantom.config import CENTERS, AnatomyParams, LesionParams
+
+    for preset in ("tiny", "quick"):
+        cfg = phantom.make_config(preset)
+        assert cfg.anatomy == AnatomyParams() and cfg.lesions == LesionParams()
+        assert cfg.centers == CENTERS
+        recorded = to_jsonable(generate.recorded_parameters(cfg))
+        assert "confluent_power" not in recorded["lesions"]
+        # the values the quick study and the README's measurements were made with
+        assert recorded["lesions"]["log_voxels_mean"] == 2.92
+        assert recorded["lesions"]["max_sites"] == 90
+        assert recorded["anatomy"]["texture_corr_mm"] == 1.0
+        assert recorded["centers"]["M01"]["lesion_ratio"] == 1.50
+        assert recorded["centers"]["ISB"]["noise_pct"] == 6.0
+
+
+def test_standard_preset_gets_the_documented_1mm_calibration():
+    from msnb.files import to_jsonable
+    from msnb.phantom.config import CENTERS, GRID_CALIBRATION
+
+    cal = GRID_CALIBRATION[1.0]
+    cfg = phantom.make_config("standard")
+    for key, value in {**cal["anatomy"], **cal["lesions"]}.items():
+        owner = cfg.anatomy if key in cal["anatomy"] else cfg.lesions
+        assert getattr(owner, key) == value, key
+    for name, c in cfg.centers.items():
+        base = CENTERS[name]
+        assert c.lesion_ratio == pytest.approx(
+            base.lesion_ratio + cal["centers"]["lesion_ratio_shift"]
+        )
+        assert c.noise_pct == pytest.approx(base.noise_pct * cal["centers"]["noise_factor"])
+        assert c.gm_ratio == base.gm_ratio and c.texture_pct == base.texture_pct
+    recorded = to_jsonable(generate.recorded_parameters(cfg))
+    assert recorded["lesions"]["confluent_power"] == cal["lesions"]["confluent_power"]
+    # every value is documented (docs/phantom.md section 5's calibration table)
+    doc = (Path(__file__).parents[1] / "docs" / "phantom.md").read_text()
+    for key, value in {**cal["anatomy"], **cal["lesions"], **cal["centers"]}.items():
+        shown = ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+        line = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{key}` |")), "")
+        assert shown in line, (key, line)
+
+
+def test_confluent_lesions_grow_onto_large_sites_with_confluent_power():
+    from msnb.phantom.config import LesionParams
+    from msnb.phantom.lesions import Lesion, _confluent
+
+    sites = [Lesion("ellipsoid", np.array([x, 0.0, 0.0]), size, 2.0, np.array([1.0, 0, 0]),
+                    0.0, vol) for x, size, vol in ((0.0, 1.0, 4.0), (100.0, 8.0, 400.0))]  # fmt: skip
+
+    def onto_large(power):
+        p = LesionParams(confluent_power=power)
+        grown = _confluent(p, phantom.seeded_rng(0, "c"), [10.0] * 400, sites)
+        return np.mean([les.centre[0] > 50 for les in grown])
+
+    assert 0.4 < onto_large(0.0) < 0.6  # uniform (the default)
+    assert onto_large(1.0) > 0.97  # in proportion to the volume: 400 / 404

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -33,7 +34,13 @@ from msnb.phantom.lesions import compute_lesion_stats
 from msnb.phantom.scanner import measure_contrast, render_contrast
 from msnb.phantom.simulate import simulate_scan
 
-__all__ = ["generate_phantom", "library_versions", "register_cli", "run_task"]
+__all__ = [
+    "generate_phantom",
+    "library_versions",
+    "recorded_parameters",
+    "register_cli",
+    "run_task",
+]
 
 
 def _write_scan(res: dict, task: ScanTask, root: Path) -> None:
@@ -156,6 +163,25 @@ def library_versions() -> dict[str, str]:
     return {**found, "python": platform.python_version(), "msnb": __version__}
 
 
+def recorded_parameters(value):
+    """``value`` (a :class:`PhantomConfig`) made JSON-ready for ``phantom.json``.
+
+    A dataclass field whose metadata has ``record_default=False`` is left out while it
+    holds its default: parameters added later leave the ``phantom.json`` of a preset that
+    does not use them byte-identical (its SHA-256 keys the study's jobs).
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: recorded_parameters(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.metadata.get("record_default", True)
+                or getattr(value, f.name) != f.default}  # fmt: skip
+    if isinstance(value, dict):
+        return {k: recorded_parameters(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [recorded_parameters(v) for v in value]
+    return value
+
+
 def _metadata(cfg: PhantomConfig, seed: int, results: list[dict]) -> dict:
     """The content of ``phantom.json`` (docs/phantom.md section 8)."""
     tpl = load_template(cfg.voxel_mm, cfg.anatomy)
@@ -164,7 +190,7 @@ def _metadata(cfg: PhantomConfig, seed: int, results: list[dict]) -> dict:
         "versions": library_versions(),
         "preset": cfg.preset,
         "seed": int(seed),
-        "parameters": cfg,
+        "parameters": recorded_parameters(cfg),
         "grid": {"voxel_mm": cfg.voxel_mm, "affine": tpl.affine.tolist(),
                  "shape": list(tpl.grid_shape)},
         "folders": {s.key: dataset_folder(s.key) for s in cfg.datasets},

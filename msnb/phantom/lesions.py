@@ -178,12 +178,24 @@ def _confluent(
     p: LesionParams, rng: np.random.Generator, volumes: list[float], sites: list[Lesion]
 ) -> list[Lesion]:
     """Ellipsoids grown onto ``sites`` (see :func:`_draw_ellipsoids`), each with its own
-    contrast z-score (a confluent lesion is heterogeneous)."""
+    contrast z-score (a confluent lesion is heterogeneous).
+
+    The parent site is drawn uniformly, or with probability proportional to its volume
+    to the power ``p.confluent_power`` when that is not 0 (confluent lesions grow where
+    lesions are large).
+    """
     if not volumes or not sites:
         return []
+    weights = None
+    if p.confluent_power != 0:
+        weights = np.array([s.volume_mm3 for s in sites]) ** p.confluent_power
+        weights /= weights.sum()
     out = []
     for vol in volumes:
-        parent = sites[int(rng.integers(len(sites)))]
+        if weights is None:
+            parent = sites[int(rng.integers(len(sites)))]
+        else:
+            parent = sites[int(rng.choice(len(sites), p=weights))]
         offset = rng.standard_normal(3)
         offset *= parent.size * rng.uniform(0.6, 1.3) / np.linalg.norm(offset)
         direction = rng.standard_normal(3)
