@@ -175,17 +175,25 @@ def run_notebook(notebooks, tmp_path):
     ``run_notebook("04_evaluate", bundle=..., out_dir=...)`` executes the notebook with
     those parameters through :func:`msnb.study.notebooks.execute_notebook` (the one runner;
     the kernel works in the notebooks' folder) into ``<tmp_path>/executed/`` and returns the
-    executed notebook as a dict. A failing cell raises ``papermill.PapermillExecutionError``.
+    executed notebook as a dict. A failing cell raises ``papermill.PapermillExecutionError``;
+    a cell that runs past :data:`CELL_TIMEOUT_S` fails too (a hung kernel fails its test
+    instead of stalling the suite).
     """
     # imported here: only the notebook tests need the study package (and papermill)
     from msnb.study.notebooks import execute_notebook
 
     def run(name: str, **parameters) -> dict:
         output = tmp_path / "executed" / f"{name}.ipynb"
-        execute_notebook(notebooks[name], output, parameters)
+        execute_notebook(notebooks[name], output, parameters, timeout=CELL_TIMEOUT_S)
         return json.loads(output.read_text())
 
     return run
+
+
+#: Seconds a notebook cell may take in the tests (the slowest, the tour's demo training, takes
+#: about 30 s alone and a few times that on a loaded machine): once, under load, the tour's
+#: kernel went idle in the middle of a widget cell and papermill waited for it for 25 min.
+CELL_TIMEOUT_S = 900
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -317,3 +317,23 @@ def test_parallel_jobs_each_drive_their_own_event_loop(tmp_path, monkeypatch):
     pending = [_spec(f"t{i}", nb, out) for i in range(4)]
     results = runners.run_jobs(pending, jobs=2, on_start=lambda s: None, on_done=lambda r: None)
     assert [r["status"] for r in results] == ["ok"] * 4
+
+
+def test_a_cell_past_its_timeout_fails_the_run(tmp_path):
+    # a hung cell (here: one that sleeps) fails after ``timeout`` instead of waiting forever
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError
+
+    from msnb.study.notebooks import execute_notebook
+
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("value = 0", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("import time\ntime.sleep(120)"),
+        ]
+    )
+    nbformat.write(nb, tmp_path / "sleep.ipynb")
+    started = time.monotonic()
+    with pytest.raises(CellTimeoutError):
+        execute_notebook(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb", timeout=3)
+    assert time.monotonic() - started < 60

@@ -134,6 +134,7 @@ def execute_notebook(
     cwd: str | os.PathLike | None = None,
     progress: bool = False,
     env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> Path:
     """Run ``notebook`` with ``parameters`` into ``output`` (papermill); returns ``output``.
 
@@ -153,11 +154,16 @@ def execute_notebook(
     env : mapping, optional
         Variables added to the kernel's environment (default: those of the enclosing
         :func:`kernel_environment`, if any).
+    timeout : float, optional
+        Seconds one cell may run before it is interrupted and the run fails (nbclient's
+        ``CellTimeoutError``); default: no limit (a study's training cell may take hours).
 
     Raises
     ------
     papermill.PapermillExecutionError
         A cell failed.
+    nbclient.exceptions.CellTimeoutError
+        A cell ran past ``timeout``.
     """
     import papermill as pm
 
@@ -178,5 +184,6 @@ def execute_notebook(
             resources={"metadata": {"path": str(Path(cwd or notebook.parent).absolute())}},
             config=kernel_config(env, socket_dir=tmp),
             kernel_manager_class=kernel_manager_class(),
+            execution_timeout=timeout,
         )
     return output
