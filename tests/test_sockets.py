@@ -322,7 +322,6 @@ def test_parallel_jobs_each_drive_their_own_event_loop(tmp_path, monkeypatch):
 def test_a_cell_past_its_timeout_fails_the_run(tmp_path):
     # a hung cell (here: one that sleeps) fails after ``timeout`` instead of waiting forever
     import nbformat
-    from nbclient.exceptions import CellTimeoutError
 
     from msnb.study.notebooks import execute_notebook
 
@@ -334,6 +333,7 @@ def test_a_cell_past_its_timeout_fails_the_run(tmp_path):
     )
     nbformat.write(nb, tmp_path / "sleep.ipynb")
     started = time.monotonic()
-    with pytest.raises(CellTimeoutError):
+    with pytest.raises(Exception) as failed:
         execute_notebook(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb", timeout=3)
+    assert type(failed.value).__name__ == "CellTimeoutError"  # nbclient's, through papermill
     assert time.monotonic() - started < 60
