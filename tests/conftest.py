@@ -3,7 +3,10 @@ notebooks with their runner (the recommenders' notebook smoke-test pattern)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -209,3 +212,24 @@ def _isolated_outputs(tmp_path_factory):
         os.environ.pop("MSNB_OUTPUTS", None)
     else:
         os.environ["MSNB_OUTPUTS"] = old
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` unwritable for the block, also for root (``chattr +i``: root ignores
+    modes); skips the test where neither works. Writable again afterwards."""
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):
+        immutable = (
+            subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        )
+        if not immutable or os.access(folder, os.W_OK):
+            folder.chmod(0o755)
+            pytest.skip("cannot make a read-only folder here")
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)

@@ -10,14 +10,13 @@ import errno
 import json
 import os
 import shutil
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import scan_arrays, write
+from conftest import read_only, scan_arrays, write
 from test_predict import _saved_bundle, phantom
 
 from msnb.bundle import save_bundle
@@ -217,17 +216,8 @@ def read_only_dir(tmp_path):
     """A folder nobody may write into (as root: immutable, since root ignores modes)."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    immutable = False
-    if os.access(ro, os.W_OK):
-        immutable = subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0
-        if not immutable or os.access(ro, os.W_OK):
-            ro.chmod(0o755)
-            pytest.skip("cannot make a read-only folder here")
-    yield ro
-    if immutable:
-        subprocess.run(["chattr", "-i", str(ro)], check=True)
-    ro.chmod(0o755)
+    with read_only(ro):
+        yield ro
 
 
 def test_read_only_out_checked_before_inference(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write
+from conftest import read_only, write
 from test_predict import _saved_bundle, phantom
 
 import msnb
@@ -93,18 +93,8 @@ def test_stale_or_damaged_export_is_made_again(bundle, tmp_path):
 @pytest.fixture
 def read_only_bundle(bundle, tmp_path):
     """A copy of the bundle without its export, in a folder nobody may write into."""
-    ro = _copy(bundle, tmp_path / "ro", export=False)
-    ro.chmod(0o555)
-    immutable = False
-    if os.access(ro, os.W_OK):  # root ignores modes: make it immutable
-        immutable = subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0
-        if not immutable or os.access(ro, os.W_OK):
-            ro.chmod(0o755)
-            pytest.skip("cannot make a read-only folder here")
-    yield ro
-    if immutable:
-        subprocess.run(["chattr", "-i", str(ro)], check=True)
-    ro.chmod(0o755)
+    with read_only(_copy(bundle, tmp_path / "ro", export=False)) as ro:
+        yield ro
 
 
 def test_read_only_bundle_exports_to_the_cache(read_only_bundle, tmp_path, monkeypatch):
