@@ -335,6 +335,20 @@ def _write_description(out: Path, bids_root: Path) -> None:
     )
 
 
+def _open(bundle, threshold: float | None, backend, device: str):
+    """The bundle (loaded without its torch weights when given as a path), the backend that
+    runs it (opened from its name), and the outputs' provenance at ``threshold`` (None: the
+    bundle's)."""
+    from msnb.bundle import load_bundle
+    from msnb.onnxrt import open_backend
+
+    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle, weights=False)
+    if isinstance(backend, str):
+        backend = open_backend(bundle, backend=backend, device=device)
+    threshold = bundle.threshold if threshold is None else threshold
+    return bundle, backend, _provenance(bundle, threshold, backend)
+
+
 def _segment_target(
     target: Target, bundle, *, brain_mask, provenance: dict, backend, batch_size: int
 ) -> dict:
@@ -443,15 +457,10 @@ def segment_files(
     """
     import pandas as pd
 
-    from msnb.bundle import load_bundle
-    from msnb.onnxrt import open_backend
     from msnb.predict import check_threshold
 
-    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle, weights=False)
-    threshold = bundle.threshold if threshold is None else check_threshold(threshold)
-    if isinstance(backend, str):
-        backend = open_backend(bundle, backend=backend, device=device)
-    provenance = _provenance(bundle, threshold, backend)
+    threshold = None if threshold is None else check_threshold(threshold)
+    bundle, backend, provenance = _open(bundle, threshold, backend, device)
     options = {"batch_size": batch_size, "backend": backend, "brain_mask": brain_mask}
     for out, root in {(t.out, t.bids_root) for t in targets if t.bids is not None}:
         _write_description(out, root)
@@ -529,21 +538,16 @@ def segment_file(
     msnb.bundle.BundleError, msnb.nifti.NiftiError
         A damaged bundle; an unreadable or unusable input.
     """
-    from msnb.bundle import load_bundle
-    from msnb.onnxrt import open_backend
     from msnb.predict import check_batch_size, check_threshold
 
     check_batch_size(batch_size)
     if threshold is not None:
         check_threshold(threshold)
     out = check_output_dir(out_dir, what="--out folder")
-    bundle = bundle if hasattr(bundle, "model") else load_bundle(bundle, weights=False)
-    engine = open_backend(bundle, backend=backend, device=device)
+    bundle, engine, provenance = _open(bundle, threshold, backend, device)
     (target,) = plan_outputs([flair_path], out, bids=bids, probabilities=probabilities)
     for out, root in [(target.out, target.bids_root)] if target.bids is not None else []:
         _write_description(out, root)
-    threshold = bundle.threshold if threshold is None else threshold
-    provenance = _provenance(bundle, threshold, engine)
     options = {"batch_size": batch_size, "backend": engine, "brain_mask": brain_mask}
     row = _segment_target(target, bundle, provenance=provenance, **options)
     return {
