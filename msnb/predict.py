@@ -149,6 +149,15 @@ def infer_slices(
     return out
 
 
+def _infer_planes(planes, bundle, network, batch_size: int, device: str, autocast):
+    """Lesion probabilities of ``planes``: on ``network`` (ONNX Runtime) when given, else on
+    the bundle's torch model."""
+    if network is not None:
+        return network.infer(planes, batch_size=batch_size)
+    model, device = bundle.load_model(), pick_device(device)
+    return infer_slices(model, planes, batch_size=batch_size, device=device, autocast=autocast)
+
+
 @fill_doc
 def predict_volume(
     flair: Volume,
@@ -210,11 +219,7 @@ def predict_volume(
     planes = to_model_plane(image[:, :, zs], geom)
     t["slice"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if network is not None:
-        probs = network.infer(planes, batch_size=batch_size)
-    else:
-        model, device = bundle.load_model(), pick_device(device)
-        probs = infer_slices(model, planes, batch_size=batch_size, device=device, autocast=autocast)
+    probs = _infer_planes(planes, bundle, network, batch_size, device, autocast)
     t["infer"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     prob = np.zeros(flair.shape, dtype=np.float32)

@@ -550,16 +550,11 @@ def segment_file(
         _write_description(out, root)
     options = {"batch_size": batch_size, "backend": engine, "brain_mask": brain_mask}
     row = _segment_target(target, bundle, provenance=provenance, **options)
+    keys = ("mask", "table", "lesions", "volume_ml", "seconds", "steps", "backend")
     return {
         "input": str(target.input),
-        "mask": row["mask"],
-        "table": row["table"],
+        **{k: row[k] for k in keys},
         "probability": row.get("probability"),
-        "lesions": row["lesions"],
-        "volume_ml": row["volume_ml"],
-        "seconds": row["seconds"],
-        "steps": row["steps"],
-        "backend": row["backend"],
     }
 
 
