@@ -7,7 +7,14 @@ import time
 
 import numpy as np
 import pytest
-from browser import CHROMIUM_FLAGS, ERROR_OUTPUT, Lab, find_chromium, run_all_cells
+from browser import (
+    CHROMIUM_FLAGS,
+    ERROR_OUTPUT,
+    Lab,
+    accept_dialogs,
+    find_chromium,
+    run_all_cells,
+)
 
 from msnb.agreement import compute_rater_map
 from msnb.datasets import load_scans
@@ -149,11 +156,10 @@ def test_tour_in_a_real_browser(tmp_path):
                 ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
             )
             try:
-                run = run_all_cells(page)
-                _wait_for_sliders(page, 8)
+                run = _run_until_widgets_show(page, 8)
             finally:
                 page.screenshot(path=str(tmp_path / "after-run.png"))
-            print(f"Run All requests: {run['run_all_requests']}, dialogs: {run['dialogs']}")
+            print(f"Run All: {run}")
             page.wait_for_selector(
                 ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
             )
@@ -217,12 +223,42 @@ WIDGET_STATE = """() => ({
         .map(e => e.innerText).filter(t => /widget|Error|VBox\\(/.test(t)).slice(0, 5)})"""
 
 
-def _wait_for_sliders(page, n: int, timeout: float = 90) -> None:
-    """Wait until the page shows ``n`` widget sliders; else fail saying what it shows."""
+def _wait_for_sliders(page, n: int, timeout: float = 90) -> dict:
+    """Wait until the page shows ``n`` widget sliders; returns what the page shows then (or
+    at the timeout: ``state["sliders"] < n``)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         state = page.evaluate(WIDGET_STATE)
-        if state["sliders"] >= n:
-            return
+        if state["sliders"] >= n or time.time() > deadline:
+            return state
         time.sleep(1)
-    raise AssertionError(f"{n} sliders expected after {timeout} s: {state}")
+
+
+def _run_until_widgets_show(page, n: int) -> dict:
+    """Run every cell and wait for ``n`` sliders; if the views stay at "Loading widget..."
+    (seen once in CI under load: the page's widget manager never got the models the kernel
+    made), reload the page and run every cell again, as a user would, once. Fails saying
+    what the page showed each time."""
+    seen = []
+    for attempt in range(2):
+        if attempt:
+            _reload_and_restart(page)
+        run = run_all_cells(page)
+        state = _wait_for_sliders(page, n)
+        if state["sliders"] >= n:
+            return {**run, "page_loads": attempt + 1, "before": seen}
+        seen.append(state)
+    raise AssertionError(f"{n} sliders expected after each of 2 page loads: {seen}")
+
+
+def _reload_and_restart(page) -> None:
+    """Reload JupyterLab (leaving unsaved changes), restart the notebook's kernel and clear
+    its outputs, so that every cell runs again in a fresh kernel for the new page."""
+    page.once("dialog", lambda d: d.accept())  # "leave the page?" on unsaved changes
+    page.reload()
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.click(".lm-MenuBar-itemLabel:text-is('Kernel')", timeout=10_000)
+    page.click(".lm-Menu-itemLabel:has-text('Restart Kernel and Clear Outputs')")
+    page.wait_for_selector(".jp-Dialog", timeout=10_000)
+    accept_dialogs(page)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
