@@ -362,8 +362,9 @@ def test_standard_preset_gets_the_documented_1mm_calibration():
         assert getattr(owner, key) == value, key
     for name, c in cfg.centers.items():
         base = CENTERS[name]
+        extra = cal["centers"]["center_shifts"].get(name, 0.0)
         assert c.lesion_ratio == pytest.approx(
-            base.lesion_ratio + cal["centers"]["lesion_ratio_shift"]
+            base.lesion_ratio + cal["centers"]["lesion_ratio_shift"] + extra
         )
         assert c.noise_pct == pytest.approx(base.noise_pct * cal["centers"]["noise_factor"])
         assert c.gm_ratio == base.gm_ratio and c.texture_pct == base.texture_pct
@@ -372,7 +373,12 @@ def test_standard_preset_gets_the_documented_1mm_calibration():
     # every value is documented (docs/phantom.md section 5's calibration table)
     doc = (Path(__file__).parents[1] / "docs" / "phantom.md").read_text()
     for key, value in {**cal["anatomy"], **cal["lesions"], **cal["centers"]}.items():
-        shown = ", ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+        if isinstance(value, dict):  # center_shifts: "ISB +0.08, LJ -0.04"
+            shown = ", ".join(f"{k} {v:+g}" for k, v in value.items())
+        elif isinstance(value, tuple):
+            shown = ", ".join(f"{v:g}" for v in value)
+        else:
+            shown = f"{value:g}"
         line = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{key}` |")), "")
         assert shown in line, (key, line)
 

@@ -385,27 +385,32 @@ RATER_CALIBRATION: dict[float, dict[str, dict]] = {
 #: lesions and the tissue texture is rougher per voxel; the same values on the 1 mm grid gave
 #: brighter lesions, a lower per-voxel gradient and a median lesion of 22-30 mm^3 against
 #: real FLAIR's 9-12 (section 9). Under ``centers``, ``lesion_ratio_shift`` is added to
-#: every center's lesion/WM ratio and ``noise_factor`` multiplies its noise (a 1 mm voxel
-#: holds 3.4 times less signal than a 1.5 mm one); the other keys replace fields of
-#: :class:`AnatomyParams` and :class:`LesionParams`.
+#: every center's lesion/WM ratio, ``center_shifts`` adds more to named centers' (ISBI's 2.2 mm
+#: slices blur its lesions dimmer at 1 mm; 3D-MR-MS's gamma stretches its brightest lesion
+#: voxels) and ``noise_factor`` multiplies the noise (a 1 mm voxel holds 3.4 times less
+#: signal than a 1.5 mm one); the other keys replace fields of :class:`AnatomyParams` and
+#: :class:`LesionParams`.
 GRID_CALIBRATION: dict[float, dict[str, dict]] = {
     1.0: {
         "anatomy": {"texture_corr_mm": 0.7},
         "lesions": {"log_voxels_mean": 1.8, "boundary_amplitude_mm": (0.25, 0.5),
                     "max_sites": 50, "confluent_power": 1.0},
-        "centers": {"lesion_ratio_shift": 0.02, "noise_factor": 1.35},
+        "centers": {"lesion_ratio_shift": 0.02, "noise_factor": 1.35,
+                    "center_shifts": {"ISB": 0.08, "LJ": -0.04}},
     },
 }  # fmt: skip
 
 
 def _calibrated_centers(calib: dict) -> dict[str, CenterParams]:
-    """:data:`CENTERS` with a grid's ``lesion_ratio_shift`` and ``noise_factor`` applied."""
+    """:data:`CENTERS` with a grid's ``lesion_ratio_shift`` (plus its ``center_shifts``) and
+    ``noise_factor`` applied."""
     shift = calib.get("lesion_ratio_shift", 0.0)
+    extra = calib.get("center_shifts", {})
     factor = calib.get("noise_factor", 1.0)
-    if shift == 0 and factor == 1:
+    if shift == 0 and factor == 1 and not extra:
         return dict(CENTERS)
     return {
-        k: dataclasses.replace(c, lesion_ratio=round(c.lesion_ratio + shift, 4),
+        k: dataclasses.replace(c, lesion_ratio=round(c.lesion_ratio + shift + extra.get(k, 0), 4),
                                noise_pct=round(c.noise_pct * factor, 4))
         for k, c in CENTERS.items()
     }  # fmt: skip
