@@ -21,8 +21,11 @@ depend on the weights). It reports, each as the median of ``--runs`` runs:
 3. inference options on ``--sweep-slices`` of the volume's own model planes, in slices/s and
    as a ratio to msnb's default (channels-last, batch 16, all threads): batch size,
    channels-last, threads, a frozen TorchScript trace, ``torch.export``, and ONNX Runtime
-   (msnb's ``onnx`` backend, :class:`msnb.onnxrt.OnnxNetwork`) when it is installed. The options are measured in rounds (every option once per round), so a
-   load that changes during the run weighs on all of them alike.
+   (msnb's ``onnx`` backend, :class:`msnb.onnxrt.OnnxNetwork`) when it is installed, and
+   that export quantized to int8 by ONNX Runtime (not a msnb backend: it changes the
+   probabilities; on this untrained bundle the difference says nothing about the masks). The
+   options are measured in rounds (every option once per round), so a load that changes
+   during the run weighs on all of them alike.
 """
 
 from __future__ import annotations
@@ -142,8 +145,9 @@ def model_planes(flair: Path, bundle_path: Path, n: int) -> np.ndarray:
     return to_model_plane(image[:, :, pick], geom)
 
 
-def _runners(bundle, example, *, onnx_dir: Path) -> dict:
-    """Inference callables ``f(batch) -> probabilities`` by option name."""
+def _runners(bundle, example, *, onnx_dir: Path, calibration: np.ndarray) -> dict:
+    """Inference callables ``f(batch) -> probabilities`` by option name (``calibration``:
+    model planes for the int8 model's activation ranges)."""
     import torch
 
     from msnb.predict import infer_slices
@@ -184,6 +188,7 @@ def _runners(bundle, example, *, onnx_dir: Path) -> dict:
         print("ONNX Runtime: not installed, not measured")
     else:
         runners["ONNX Runtime (msnb's onnx backend), batch 16"] = _onnx_runner(bundle, onnx_dir)
+        runners[INT8] = _onnx_int8_runner(bundle, onnx_dir, calibration)
     return runners
 
 
@@ -210,6 +215,38 @@ def _onnx_runner(bundle, onnx_dir: Path, batch_size: int = 16):
     return run
 
 
+INT8 = "ONNX Runtime int8 (static, QDQ, per-channel weights; changes the masks), batch 16"
+
+
+def _onnx_int8_runner(bundle, onnx_dir: Path, calibration: np.ndarray, batch_size: int = 16):
+    """msnb's ONNX export quantized to int8 by ONNX Runtime (weights per channel, activation
+    ranges from ``calibration``'s planes, MinMax); not a msnb backend: measured only."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from msnb.onnxrt import OnnxNetwork, export_onnx
+
+    fp32 = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
+    stack = np.ascontiguousarray(np.moveaxis(calibration, 2, 0), dtype=np.float32)[:, None]
+
+    class Planes(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{fp32.input: stack[i : i + 4]} for i in range(0, len(stack), 4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre, int8 = onnx_dir / "onnx-sweep" / "pre.onnx", onnx_dir / "onnx-sweep" / "int8.onnx"
+    quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(int8), Planes(), quant_format=QuantFormat.QDQ, per_channel=True)
+    network = OnnxNetwork(int8)
+
+    def run(planes):
+        return network.infer(planes, batch_size=batch_size)
+
+    return run
+
+
 def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int) -> None:
     import torch
 
@@ -219,7 +256,7 @@ def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int)
     bundle = load_bundle(bundle_path)
     example = torch.from_numpy(np.ascontiguousarray(np.moveaxis(planes[..., :4], 2, 0))[:, None])
     t = time.perf_counter()
-    runners = _runners(bundle, example, onnx_dir=out)
+    runners = _runners(bundle, example, onnx_dir=out, calibration=planes[..., ::3])
     print(f"preparing the traced, exported (and ONNX) models: {time.perf_counter() - t:.1f} s")
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for run in runners.values():  # warm-up: first calls allocate and pick kernels
@@ -237,11 +274,10 @@ def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int)
     for name, values in rates.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.1f} | {med / base:.2f} |")
-    ort = next((name for name in runners if name.startswith("ONNX Runtime")), None)
-    if ort is not None:
-        default = runners["default: channels-last, batch 16"](planes)
-        diff = np.abs(runners[ort](planes) - default).max()
-        print(f"ONNX Runtime against the default: max |probability difference| {diff:.2e}")
+    default = runners["default: channels-last, batch 16"](planes)
+    for name in (n for n in runners if n.startswith("ONNX Runtime")):
+        diff = np.abs(runners[name](planes) - default).max()
+        print(f"{name} against the default: max |probability difference| {diff:.2e}")
 
 
 def main() -> None:
