@@ -337,3 +337,29 @@ def test_a_cell_past_its_timeout_fails_the_run(tmp_path):
         execute_notebook(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb", timeout=3)
     assert type(failed.value).__name__ == "CellTimeoutError"  # nbclient's, through papermill
     assert time.monotonic() - started < 60
+
+
+def test_the_watchdog_ends_a_notebook_run_that_hangs(tmp_path):
+    # the tests' guard for hangs nbclient's timeout does not end: the kernel is killed and the
+    # test fails at once with NotebookHung (here the run has no cell timeout at all)
+    import nbformat
+    from conftest import NotebookHung, _kernel_children, run_with_watchdog
+
+    from msnb.study.notebooks import execute_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
+    nbformat.write(nb, tmp_path / "sleep.ipynb")
+    started = time.monotonic()
+    with pytest.raises(
+        NotebookHung, match=r"sleep.ipynb: not done after 20 s; killed kernels \[\d+\]"
+    ):
+        run_with_watchdog(
+            lambda: execute_notebook(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb"),
+            20,
+            what="sleep.ipynb",
+        )
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 10
+    while _kernel_children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _kernel_children() == []
