@@ -1,0 +1,173 @@
+"""Issue 13's model check: a UNet++-resnet18 trained on the standard phantom at 224 px, applied
+with ``msnb segment`` to every phantom dataset, for the phantom before and after a change.
+
+For each phantom version (``--before-src``: a checkout of msnb from before the change;
+``--after-src``: default, this one) the script
+
+1. generates the phantom (``--preset``, seed 0) with that version's code, in a subprocess
+   (``OUT/<version>/phantom``; kept, so a rerun resumes);
+2. trains one model with this msnb: ``msnb study`` on a one-model study file it writes
+   (``OUT/<version>/study.yaml``: trained on MSSEG-2016 train with the quick recipe's
+   sampler and checkpoint choice at ``--size`` px for ``--epochs`` epochs, scored by the
+   study on ISBI 2015 as a cross-check);
+3. applies the bundle with ``msnb segment`` to every scan of every phantom dataset and
+   scores each mask against the phantom's noiseless truth (Dice, per dataset mean and
+   median), writing ``OUT/<version>/dice.csv``.
+
+It prints one table: datasets as rows, the versions' mean (median) Dice as columns. The
+bundle it trains (``OUT/after/outputs/<name>/train/*/``) is the recipe a user can train and
+apply to their own scans (README, "Applying a trained model to a new scan").
+
+Usage (the phantom before issue 13's realism work is the parent of commit 911e5a6)::
+
+    git worktree add /tmp/msnb-before 911e5a6^
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 HF_HUB_OFFLINE=1 \\
+        .venv/bin/python benchmarks/standard_model_dice.py --before-src /tmp/msnb-before \\
+        --out /data/standard-model [--epochs 10] [--size 224] [--device auto]
+
+On a 2-core CPU the standard preset takes about 50 min to generate per version and the
+224 px inference about 30 s a scan (104 scans); a GPU shortens the training and inference,
+not the generation. ``--preset quick --size 64 --epochs 1`` is a fast rehearsal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+GENERATE = (
+    "import sys; from msnb.phantom import generate_phantom; "
+    "generate_phantom(sys.argv[1], preset=sys.argv[2], seed=0, workers=int(sys.argv[3]))"
+)
+
+
+def generate(src: Path, root: Path, preset: str, workers: int) -> dict:
+    """The phantom of ``src``'s msnb in ``root`` (made unless its phantom.json exists)."""
+    if not (root / "phantom.json").exists():
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        cmd = [sys.executable, "-c", GENERATE, str(root), preset, str(workers)]
+        # in src: ``python -c`` puts the working folder first on sys.path
+        subprocess.run(cmd, env=env, cwd=src, check=True)
+    return json.loads((root / "phantom.json").read_text())
+
+
+def study_file(path: Path, root: Path, meta: dict, args) -> Path:
+    """A one-model study: MSSEG-2016 train at ``args.size`` px, scored on ISBI 2015."""
+    import yaml
+
+    folders = meta["folders"]
+    spec = {
+        "name": "standard_model",
+        "description": "One UNet++-resnet18 on the phantom's MSSEG-2016 train (issue 13).",
+        "datasets": {
+            k: {"adapter": k, "root": str(root / folders[k])}
+            for k in ("msseg2016_train", "isbi2015")
+        },
+        "training": {
+            "architecture": "unetplusplus",
+            "encoder": "resnet18",
+            "encoder_weights": None,
+            "size": args.size,
+            "epochs": args.epochs,
+            "max_slices_per_epoch": args.slices_per_epoch,
+            "batch_size": args.batch_size,
+            "foreground_fraction": 0.5,
+            "lr": 0.001,
+            "normalization": "quantile",
+            "selection_metric": "pooled_dice",
+            "label": "consensus",
+            "device": args.device,
+            "seeds": [0],
+        },
+        "experiments": {"single": ["msseg2016_train"]},
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def train(version_dir: Path, study: Path) -> Path:
+    """``msnb study`` on ``study``; the bundle folder of its one model."""
+    env = {**os.environ, "MSNB_OUTPUTS": str(version_dir / "outputs")}
+    msnb = [sys.executable, "-m", "msnb.cli"]
+    subprocess.run([*msnb, "study", str(study), "--jobs", "1"], env=env, check=True)
+    bundles = sorted((version_dir / "outputs" / "standard_model" / "train").glob("*/bundle.json"))
+    if len(bundles) != 1:
+        raise RuntimeError(f"{version_dir}: expected one trained bundle, found {len(bundles)}")
+    return bundles[0].parent
+
+
+def segment_and_score(root: Path, meta: dict, bundle: Path, out: Path, args) -> pd.DataFrame:
+    """``msnb segment`` on every scan of each dataset; Dice of each mask against the truth."""
+    from msnb.metrics import compute_metrics
+
+    rows = []
+    for dataset in meta["folders"]:
+        scans = [s for s in meta["scans"] if s["dataset"] == dataset]
+        folder = root / meta["folders"][dataset]
+        summary = out / f"{dataset}.tsv"
+        cmd = [sys.executable, "-m", "msnb.cli", "segment", "--model", str(bundle),
+               "--out", str(out / dataset), "--skip-existing", "--summary", str(summary),
+               "--device", args.device, *(str(folder / s["files"]["flair"]) for s in scans)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        masks = pd.read_csv(summary, sep="\t").set_index("input")["mask"]
+        for s in scans:
+            truth_img = nib.load(folder / s["files"]["truth"])
+            truth = np.asanyarray(truth_img.dataobj) > 0
+            pred = np.asanyarray(nib.load(masks[str(folder / s["files"]["flair"])]).dataobj) > 0
+            voxel = float(np.prod(truth_img.header.get_zooms()[:3]))
+            m = compute_metrics(truth, pred, voxel_volume_mm3=voxel)
+            rows.append({"dataset": dataset, "subject": s["subject"],
+                         "timepoint": s.get("timepoint", ""), "dice": m.dice})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before-src", type=Path, help="msnb checkout of the phantom before")
+    ap.add_argument("--after-src", type=Path, default=REPO)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="standard")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--slices-per-epoch", type=int, default=800)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=2, help="phantom generation processes")
+    args = ap.parse_args(argv)
+    args.out = args.out.resolve()
+    versions = {"before": args.before_src, "after": args.after_src}
+    table = {}
+    for version, src in versions.items():
+        if src is None:
+            continue
+        vdir = args.out / version
+        vdir.mkdir(parents=True, exist_ok=True)
+        root = vdir / "phantom"
+        meta = generate(src.resolve(), root, args.preset, args.workers)
+        bundle = train(vdir, study_file(vdir / "study.yaml", root, meta, args))
+        dice = segment_and_score(root, meta, bundle, vdir / "segment", args)
+        dice.to_csv(vdir / "dice.csv", index=False)
+        by = dice.groupby("dataset").dice
+        table[version] = [f"{a:.3f} ({b:.3f})" for a, b in zip(by.mean(), by.median(), strict=True)]
+        index = list(by.mean().index)
+    print(f"# Dice of msnb segment masks against the noiseless truth, mean (median) per dataset; "
+          f"UNet++-resnet18 at {args.size} px, {args.epochs} epochs on MSSEG-2016 train, "
+          f"preset {args.preset}")  # fmt: skip
+    print("| dataset | " + " | ".join(table) + " |\n|---" * 1 + "|---:" * len(table) + "|")
+    for i, dataset in enumerate(index):
+        print(f"| {dataset} | " + " | ".join(cells[i] for cells in table.values()) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
