@@ -187,8 +187,11 @@ def _runners(bundle, example, *, onnx_dir: Path, calibration: np.ndarray) -> dic
     except ImportError:
         print("ONNX Runtime: not installed, not measured")
     else:
-        runners["ONNX Runtime (msnb's onnx backend), batch 16"] = _onnx_runner(bundle, onnx_dir)
-        runners[INT8] = _onnx_int8_runner(bundle, onnx_dir, calibration)
+        from msnb.onnxrt import OnnxNetwork, export_onnx
+
+        fp32 = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
+        runners["ONNX Runtime (msnb's onnx backend), batch 16"] = _onnx_runner(fp32)
+        runners[INT8] = _onnx_runner(_quantized_int8(fp32, calibration))
     return runners
 
 
@@ -204,11 +207,7 @@ def _planes_runner(module, batch_size: int = 16):
     return run
 
 
-def _onnx_runner(bundle, onnx_dir: Path, batch_size: int = 16):
-    from msnb.onnxrt import OnnxNetwork, export_onnx
-
-    network = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
-
+def _onnx_runner(network, batch_size: int = 16):
     def run(planes):
         return network.infer(planes, batch_size=batch_size)
 
@@ -218,15 +217,15 @@ def _onnx_runner(bundle, onnx_dir: Path, batch_size: int = 16):
 INT8 = "ONNX Runtime int8 (static, QDQ, per-channel weights; changes the masks), batch 16"
 
 
-def _onnx_int8_runner(bundle, onnx_dir: Path, calibration: np.ndarray, batch_size: int = 16):
-    """msnb's ONNX export quantized to int8 by ONNX Runtime (weights per channel, activation
-    ranges from ``calibration``'s planes, MinMax); not a msnb backend: measured only."""
+def _quantized_int8(fp32, calibration: np.ndarray):
+    """The ONNX export ``fp32`` (an :class:`msnb.onnxrt.OnnxNetwork`) quantized to int8 by ONNX
+    Runtime beside it (weights per channel, activation ranges from ``calibration``'s planes,
+    MinMax); not a msnb backend: measured only."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from msnb.onnxrt import OnnxNetwork, export_onnx
+    from msnb.onnxrt import OnnxNetwork
 
-    fp32 = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
     stack = np.ascontiguousarray(np.moveaxis(calibration, 2, 0), dtype=np.float32)[:, None]
 
     class Planes(CalibrationDataReader):
@@ -236,15 +235,10 @@ def _onnx_int8_runner(bundle, onnx_dir: Path, calibration: np.ndarray, batch_siz
         def get_next(self):
             return next(self.batches, None)
 
-    pre, int8 = onnx_dir / "onnx-sweep" / "pre.onnx", onnx_dir / "onnx-sweep" / "int8.onnx"
+    pre, int8 = fp32.path.with_name("pre.onnx"), fp32.path.with_name("int8.onnx")
     quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(int8), Planes(), quant_format=QuantFormat.QDQ, per_channel=True)
-    network = OnnxNetwork(int8)
-
-    def run(planes):
-        return network.infer(planes, batch_size=batch_size)
-
-    return run
+    return OnnxNetwork(int8)
 
 
 def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int) -> None:
