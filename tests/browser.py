@@ -66,6 +66,8 @@ def accept_dialogs(page) -> list[str]:
     return texts
 
 
+# the notebook toolbar's kernel indicator when the kernel is idle
+KERNEL_IDLE = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
 ERROR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
 # the input prompt of every code cell: "[ ]:" not run, "[*]:" queued or running, "[3]:" ran
 CELL_PROMPTS = """() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))

@@ -10,6 +10,7 @@ import pytest
 from browser import (
     CHROMIUM_FLAGS,
     ERROR_OUTPUT,
+    KERNEL_IDLE,
     Lab,
     accept_dialogs,
     find_chromium,
@@ -160,17 +161,13 @@ def test_tour_in_a_real_browser(tmp_path):
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(lab.url("lab/tree/00_tour.ipynb"))
-            page.wait_for_selector(
-                ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
-            )
+            page.wait_for_selector(KERNEL_IDLE, timeout=90_000)
             try:
                 run = _run_until_widgets_show(page, 8)
             finally:
                 page.screenshot(path=str(tmp_path / "after-run.png"))
             print(f"Run All: {run}")
-            page.wait_for_selector(
-                ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
-            )
+            page.wait_for_selector(KERNEL_IDLE, timeout=120_000)
             errors = page.locator("[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg")
             assert page.locator(ERROR_OUTPUT).count() == 0
             assert errors.count() == 0
@@ -264,9 +261,9 @@ def _reload_and_restart(page) -> None:
     its outputs, so that every cell runs again in a fresh kernel for the new page."""
     page.once("dialog", lambda d: d.accept())  # "leave the page?" on unsaved changes
     page.reload()
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.wait_for_selector(KERNEL_IDLE, timeout=90_000)
     page.click(".lm-MenuBar-itemLabel:text-is('Kernel')", timeout=10_000)
     page.click(".lm-Menu-itemLabel:has-text('Restart Kernel and Clear Outputs')")
     page.wait_for_selector(".jp-Dialog", timeout=10_000)
     accept_dialogs(page)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.wait_for_selector(KERNEL_IDLE, timeout=90_000)
