@@ -45,17 +45,30 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
-GENERATE = (
-    "import sys; from msnb.phantom import generate_phantom; "
-    "generate_phantom(sys.argv[1], preset=sys.argv[2], seed=0, workers=int(sys.argv[3]))"
-)
+# the preset, or with --sample only these subjects of each center (the same bytes as those
+# scans of the whole preset: a scan's random streams depend on its identity, not on the others)
+GENERATE = """
+import dataclasses, json, sys
+from msnb.phantom.config import make_config
+from msnb.phantom.generate import generate_phantom
+cfg = make_config(sys.argv[2])
+sample = json.loads(sys.argv[4])
+if sample:
+    cfg = dataclasses.replace(cfg, datasets=tuple(
+        dataclasses.replace(d, centers=tuple((c, min(n, sample[d.key])) for c, n in d.centers))
+        for d in cfg.datasets))
+generate_phantom(sys.argv[1], preset=sys.argv[2], seed=0, workers=int(sys.argv[3]), config=cfg)
+"""
+
+# --sample: subjects per center; MSSEG-2016 train (the training set) whole
+SAMPLE = {"isbi2015": 2, "msseg2016_train": 5, "msseg2016_test": 2, "3dmrms": 6}
 
 
-def generate(src: Path, root: Path, preset: str, workers: int) -> dict:
+def generate(src: Path, root: Path, preset: str, workers: int, sample: dict) -> dict:
     """The phantom of ``src``'s msnb in ``root`` (made unless its phantom.json exists)."""
     if not (root / "phantom.json").exists():
         env = {**os.environ, "PYTHONPATH": str(src)}
-        cmd = [sys.executable, "-c", GENERATE, str(root), preset, str(workers)]
+        cmd = [sys.executable, "-c", GENERATE, str(root), preset, str(workers), json.dumps(sample)]
         # in src: ``python -c`` puts the working folder first on sys.path
         subprocess.run(cmd, env=env, cwd=src, check=True)
     return json.loads((root / "phantom.json").read_text())
@@ -112,7 +125,7 @@ def segment_and_score(root: Path, meta: dict, bundle: Path, out: Path, args) -> 
 
     rows = []
     for dataset in meta["folders"]:
-        scans = [s for s in meta["scans"] if s["dataset"] == dataset]
+        scans = [s for s in meta["scans"] if s["dataset"] == dataset][: args.segment_max]
         folder = root / meta["folders"][dataset]
         summary = out / f"{dataset}.tsv"
         cmd = [sys.executable, "-m", "msnb.cli", "segment", "--model", str(bundle),
@@ -143,6 +156,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2, help="phantom generation processes")
+    ap.add_argument(
+        "--sample",
+        action="store_true",
+        help=f"generate only these subjects per center: {SAMPLE} (the same bytes as the preset's)",
+    )
+    ap.add_argument("--segment-max", type=int, help="segment at most this many scans a dataset")
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
     versions = {"before": args.before_src, "after": args.after_src}
@@ -153,7 +172,7 @@ def main(argv=None) -> int:
         vdir = args.out / version
         vdir.mkdir(parents=True, exist_ok=True)
         root = vdir / "phantom"
-        meta = generate(src.resolve(), root, args.preset, args.workers)
+        meta = generate(src.resolve(), root, args.preset, args.workers, SAMPLE if args.sample else {})
         bundle = train(vdir, study_file(vdir / "study.yaml", root, meta, args))
         dice = segment_and_score(root, meta, bundle, vdir / "segment", args)
         dice.to_csv(vdir / "dice.csv", index=False)
@@ -163,6 +182,7 @@ def main(argv=None) -> int:
     print(f"# Dice of msnb segment masks against the noiseless truth, mean (median) per dataset; "
           f"UNet++-resnet18 at {args.size} px, {args.epochs} epochs on MSSEG-2016 train, "
           f"preset {args.preset}")  # fmt: skip
+    print(f"# scans segmented per dataset: {{k: int(v) for k, v in dice.groupby('dataset').size().items()}}")
     print("| dataset | " + " | ".join(table) + " |\n|---" * 1 + "|---:" * len(table) + "|")
     for i, dataset in enumerate(index):
         print(f"| {dataset} | " + " | ".join(cells[i] for cells in table.values()) + " |")
