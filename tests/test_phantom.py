@@ -397,3 +397,35 @@ def test_confluent_lesions_grow_onto_large_sites_with_confluent_power():
 
     assert 0.4 < onto_large(0.0) < 0.6  # uniform (the default)
     assert onto_large(1.0) > 0.97  # in proportion to the volume: 400 / 404
+
+
+def test_choroid_plexus_fills_each_atrium_and_nothing_else():
+    """``choroid_ml`` (on in the standard preset) puts a bright tuft in the back of each
+    lateral ventricle; it draws after every other field, which keep their bytes."""
+    import dataclasses
+
+    from msnb.phantom.scanner import render_contrast
+
+    cfg = phantom.make_config("tiny")
+    off = dataclasses.replace(cfg.anatomy, fold_corr_mm=0.0)
+    on = dataclasses.replace(off, choroid_ml=1.0)
+    tpl = phantom.load_template(2.0, cfg.anatomy)
+    sub0, sub1 = (
+        phantom.make_subject(tpl, a, cfg.lesions, phantom.seeded_rng(0, "s")) for a in (off, on)
+    )
+    assert sub0.choroid is None and phantom.make_config("standard").anatomy.choroid_ml == 1.0
+    for field in ("wm", "gm", "csf", "ventricles", "texture", "tissue_texture", "flow"):
+        assert np.array_equal(getattr(sub0, field), getattr(sub1, field)), field
+    c, vent = sub1.choroid, sub1.ventricles
+    assert c[~vent].max() == 0 and c.max() == 1.0
+    assert 1.0 < c.sum() * 2.0**3 / 1000 <= 2.0  # two tufts of 1 mL, less the edge cut
+    x, y = (sub1.world(a)[np.nonzero(c > 0.5)[a]] for a in (0, 1))
+    assert (x > 0).any() and (x < 0).any()  # one per side
+    assert np.median(y) < np.quantile(sub1.world(1)[np.nonzero(vent)[1]], 0.25)  # the atria
+    ratios = {"lesion": 1.4, "gm": 1.1, "csf": 0.2}
+    zero = np.zeros(vent.shape, np.float32)
+    s0, s1 = (render_contrast(s, zero, zero, ratios, cfg.lesions) for s in (sub0, sub1))
+    core = c > 0.99
+    assert np.allclose(s1[core], on.choroid_ratio, atol=0.01)
+    assert np.median(s0[core]) < 0.3 and s0[core].max() < 0.6  # ventricle CSF before
+    assert np.array_equal(s0[c == 0], s1[c == 0])

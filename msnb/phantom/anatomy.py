@@ -161,6 +161,10 @@ class Subject:
         Unit-variance fine texture of all tissue (``texture_corr_mm``).
     flow : np.ndarray, float32, optional
         Where the ventricles' CSF-flow artefacts are (0-1, 0 outside the ventricles).
+    choroid : np.ndarray, float32, optional
+        Choroid plexus fraction (0-1, inside the ventricles); its signal is
+        ``choroid_ratio``.
+    choroid_ratio : float, default 1.0
     """
 
     wm: np.ndarray
@@ -176,6 +180,8 @@ class Subject:
     rim: np.ndarray | None = None
     tissue_texture: np.ndarray | None = None
     flow: np.ndarray | None = None
+    choroid: np.ndarray | None = None
+    choroid_ratio: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -271,10 +277,38 @@ def make_subject(
     )
     tissue_texture = smooth_field(shape, v, anatomy.texture_corr_mm, rng)
     flow = _flow_map(ventricles, v, anatomy, rng)
-    return Subject(
+    sub = Subject(
         wm, gm, csf, brain, ventricles, dvent, tpl.affine, v, bnoise, texture, rim,
         tissue_texture, flow,
     )  # fmt: skip
+    if anatomy.choroid_ml > 0:  # drawn last: the other fields keep their bytes
+        sub.choroid = _choroid_map(sub, anatomy, rng)
+        sub.choroid_ratio = anatomy.choroid_ratio
+    return sub
+
+
+def _choroid_map(sub: Subject, anatomy: AnatomyParams, rng: np.random.Generator) -> np.ndarray:
+    """A tuft of ``choroid_ml`` in each lateral ventricle, grown from the ventricle voxel
+    nearest to ``choroid_mm`` (x mirrored on the left): the ventricle voxels closest to that
+    seed, their distance perturbed by a smooth 2 mm field; partial volume at the edge."""
+    v = sub.voxel_mm
+    lump = smooth_field(sub.shape, v, 2.0, rng) * 2.0
+    idx = np.nonzero(sub.ventricles)
+    pts = np.stack([sub.world(a)[idx[a]] for a in range(3)], axis=1)
+    n = max(1, int(round(anatomy.choroid_ml * 1000.0 / v**3)))
+    out = np.zeros(sub.shape, np.float32)
+    target = np.asarray(anatomy.choroid_mm, float)
+    for side in (1.0, -1.0):
+        half = np.flatnonzero(pts[:, 0] * side > 0)
+        if half.size == 0:
+            continue
+        p = pts[half]
+        seed = p[np.argmin(((p - target * [side, 1, 1]) ** 2).sum(1))]
+        d = np.sqrt(((p - seed) ** 2).sum(1)) + lump[tuple(i[half] for i in idx)]
+        keep = half[np.argsort(d)[:n]]
+        out[tuple(i[keep] for i in idx)] = 1.0
+    out = ndi.gaussian_filter(out, 0.5 / v) * sub.ventricles
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _flow_map(

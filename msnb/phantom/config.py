@@ -82,6 +82,15 @@ class AnatomyParams:
         (their strength is the center's ``flow_ratio``).
     flow_fraction : float, default 0.15
         Share of the ventricle voxels a CSF-flow artefact covers.
+    choroid_ml : float, default 0.0
+        Volume of the choroid plexus tuft in each lateral ventricle's atrium (mL; 0: none).
+        It replaces the ventricles' CSF there with tissue of signal ``choroid_ratio`` (to WM)
+        and keeps the ventricle label: a bright structure that is not a lesion.
+    choroid_ratio : float, default 1.3
+        Its FLAIR signal relative to white matter (iso- to hyperintense to grey matter).
+    choroid_mm : tuple of float, default (28.0, -40.0, 12.0)
+        MNI point (x mirrored for the left side) nearest to which each tuft grows, through
+        the ventricle voxels, with a lumpy 2 mm surface.
     """
 
     scale_pct: float = 5.0
@@ -101,6 +110,15 @@ class AnatomyParams:
     texture_corr_mm: float = 1.0
     flow_corr_mm: float = 3.0
     flow_fraction: float = 0.15
+    # recorded in phantom.json only with a choroid plexus (the quick preset's keeps its bytes)
+    choroid_ml: float = field(default=0.0, metadata={"record_default": False})
+    choroid_ratio: float = field(
+        default=1.3, metadata={"record_default": False, "record_with": ("choroid_ml",)}
+    )
+    choroid_mm: tuple[float, float, float] = field(
+        default=(28.0, -40.0, 12.0),
+        metadata={"record_default": False, "record_with": ("choroid_ml",)},
+    )
 
 
 @dataclass(frozen=True)
@@ -392,7 +410,7 @@ RATER_CALIBRATION: dict[float, dict[str, dict]] = {
 #: :class:`LesionParams`.
 GRID_CALIBRATION: dict[float, dict[str, dict]] = {
     1.0: {
-        "anatomy": {"texture_corr_mm": 0.7},
+        "anatomy": {"texture_corr_mm": 0.7, "choroid_ml": 1.0},
         "lesions": {"log_voxels_mean": 1.8, "boundary_amplitude_mm": (0.25, 0.5),
                     "max_sites": 50, "confluent_power": 1.0},
         "centers": {"lesion_ratio_shift": 0.02, "noise_factor": 1.35,

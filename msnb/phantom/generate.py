@@ -167,14 +167,16 @@ def recorded_parameters(value):
     """``value`` (a :class:`PhantomConfig`) made JSON-ready for ``phantom.json``.
 
     A dataclass field whose metadata has ``record_default=False`` is left out while it
-    holds its default: parameters added later leave the ``phantom.json`` of a preset that
-    does not use them byte-identical (its SHA-256 keys the study's jobs).
+    and the fields its ``record_with`` names hold their defaults: parameters added later
+    leave the ``phantom.json`` of a preset that does not use them byte-identical (its
+    SHA-256 keys the study's jobs).
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: recorded_parameters(getattr(value, f.name))
-                for f in dataclasses.fields(value)
+        fields = dataclasses.fields(value)
+        changed = {f.name: getattr(value, f.name) != f.default for f in fields}
+        return {f.name: recorded_parameters(getattr(value, f.name)) for f in fields
                 if f.metadata.get("record_default", True)
-                or getattr(value, f.name) != f.default}  # fmt: skip
+                or any(changed[n] for n in (f.name, *f.metadata.get("record_with", ())))}  # fmt: skip
     if isinstance(value, dict):
         return {k: recorded_parameters(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -28,7 +28,8 @@ def render_contrast(
 
     ``ratios`` holds ``lesion``, ``gm`` and ``csf`` (to WM) and optionally ``rim`` (the
     ependymal rim, default 1: none), ``flow`` (CSF-flow artefacts in the ventricles,
-    default 0: none) and ``texture`` (SD of the multiplicative tissue texture, default 0).
+    default 0: none) and ``texture`` (SD of the multiplicative tissue texture, default 0);
+    the subject's choroid plexus (if any) has the signal ``sub.choroid_ratio``.
     Lesion voxels get ``S (1 + (r - 1) h PV)`` with ``r = lesion + ratio_sd * z`` per
     lesion plus texture; with the signed distance ``sd`` the heterogeneity
     ``h = 1 - core_gain / 2 + core_gain (1 - exp(-depth / core_mm))`` makes the core
@@ -39,6 +40,8 @@ def render_contrast(
         s = s * (1.0 + (ratios["rim"] - 1.0) * sub.rim)
     if sub.flow is not None and ratios.get("flow", 0.0) > 0:
         s = s + np.maximum(ratios["flow"] - s, 0.0) * sub.flow
+    if sub.choroid is not None:
+        s = s + (sub.choroid_ratio - s) * sub.choroid
     if sub.tissue_texture is not None and ratios.get("texture", 0.0) > 0:
         s = s * (1.0 + ratios["texture"] * sub.tissue_texture)
     r = ratios["lesion"] + lesions.ratio_sd * zmap + lesions.texture_sd * sub.texture
