@@ -8,12 +8,15 @@ Usage::
 The input is nilearn's MNI152 2009 T1 template at 1 mm (no network needed), brain-masked,
 cropped about its center to 182 x 218 x 182 (the FSL MNI grid's shape) and written with an
 LPS affine; the model is an untrained UNet++-resnet18 bundle at ``--size`` (speed does not
-depend on the weights). It reports, each as the median of ``--runs`` runs:
+depend on the weights), keeping a third of the volume's own model planes as its int8
+calibration planes (a trained bundle keeps 32 of its training planes). It reports, each as the median of ``--runs`` runs:
 
 1. ``msnb segment`` end to end in a fresh process (process start included), for each
-   ``--backend``, ``torch`` and ``onnx`` (ONNX Runtime), alternating in rounds; the first
-   run of ``onnx``, which exports the network to ``model.onnx``, is reported apart; then
-   the in-process stages of one run of each (brain mask, normalize, slice, infer, unslice);
+   ``--backend``, ``torch``, ``onnx`` (ONNX Runtime) and ``onnx-int8`` (its int8
+   quantization), alternating in rounds; the first run of ``onnx`` (which exports the
+   network to ``model.onnx``) and of ``onnx-int8`` (which quantizes it) are reported apart;
+   then the in-process stages of one run of each (brain mask, normalize, slice, infer,
+   unslice);
 2. the imports: ``import torch``, ``import msnb.segment`` (what the CLI imports before the
    bundle), ``segmentation_models_pytorch`` (timm, torchvision, ``torch._dynamo``),
    ``onnxruntime`` and all that ``msnb segment --backend onnx`` imports, each in a fresh
@@ -22,8 +25,9 @@ depend on the weights). It reports, each as the median of ``--runs`` runs:
    as a ratio to msnb's default (channels-last, batch 16, all threads): batch size,
    channels-last, threads, a frozen TorchScript trace, ``torch.export``, and ONNX Runtime
    (msnb's ``onnx`` backend, :class:`msnb.onnxrt.OnnxNetwork`) when it is installed, and
-   that export quantized to int8 by ONNX Runtime (not a msnb backend: it changes the
-   probabilities; on this untrained bundle the difference says nothing about the masks). The
+   that export quantized to int8 (:func:`msnb.onnxrt.quantize_onnx`, the ``onnx-int8``
+   backend: it changes the probabilities; on this untrained bundle the difference says
+   nothing about the masks). The
    options are measured in rounds (every option once per round), so a load that changes
    during the run weighs on all of them alike.
 """
@@ -63,7 +67,7 @@ def make_volume(out: Path) -> Path:
 
 
 def make_bundle(out: Path, flair: Path, size: int) -> Path:
-    from msnb.bundle import save_bundle
+    from msnb.bundle import CALIBRATION_FILE, save_bundle
     from msnb.models import build_model
     from msnb.normalize import build_reference, get_normalizer
     from msnb.preprocess import compute_brain_mask
@@ -75,6 +79,8 @@ def make_bundle(out: Path, flair: Path, size: int) -> Path:
     save_bundle(
         path, model, architecture="unetplusplus", encoder="resnet18", size=size, normalizer=norm
     )
+    planes = model_planes(flair, path, 48)[..., ::3]
+    np.save(path / CALIBRATION_FILE, np.moveaxis(planes, 2, 0).astype(np.float16))
     return path
 
 
@@ -89,15 +95,16 @@ def _median(values: list[float]) -> str:
 
 
 def time_end_to_end(flair: Path, bundle: Path, out: Path, runs: int) -> None:
-    """Both backends end to end, alternating (run i of each in round i), then the stages."""
+    """The backends end to end, alternating (run i of each in round i), then the stages."""
     from msnb.segment import segment_file
 
     cmd = [sys.executable, "-m", "msnb.cli", "segment", str(flair), "--model", str(bundle)]
-    for f in ("model.onnx", "model.onnx.json"):
+    for f in ("model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json"):
         (bundle / f).unlink(missing_ok=True)
-    first = _wall([*cmd, "--backend", "onnx", "--out", str(out / "seg-onnx-first")])
-    print(f"msnb segment --backend onnx, first run (exports model.onnx): {first:.2f} s")
-    walls: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for backend, what in (("onnx", "exports model.onnx"), ("onnx-int8", "quantizes it")):
+        first = _wall([*cmd, "--backend", backend, "--out", str(out / f"seg-{backend}-first")])
+        print(f"msnb segment --backend {backend}, first run ({what}): {first:.2f} s")
+    walls: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx-int8": []}
     for i in range(runs):
         for backend, values in walls.items():
             run = [*cmd, "--backend", backend, "--out", str(out / f"seg-{backend}{i}")]
@@ -105,8 +112,9 @@ def time_end_to_end(flair: Path, bundle: Path, out: Path, runs: int) -> None:
     for backend, values in walls.items():
         print(f"msnb segment --backend {backend}, end to end, process start included: ", end="")
         print(_median(values))
-    ratios = [t / o for t, o in zip(walls["torch"], walls["onnx"], strict=True)]
-    print(f"  torch / onnx per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    for a, b in (("torch", "onnx"), ("onnx", "onnx-int8")):
+        ratios = [x / y for x, y in zip(walls[a], walls[b], strict=True)]
+        print(f"  {a} / {b} per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     for backend in walls:
         res = segment_file(flair, bundle, out / f"seg-steps-{backend}", backend=backend)
         steps = {k: round(v, 2) for k, v in res["steps"].items()}
@@ -147,7 +155,7 @@ def model_planes(flair: Path, bundle_path: Path, n: int) -> np.ndarray:
 
 def _runners(bundle, example, *, onnx_dir: Path, calibration: np.ndarray) -> dict:
     """Inference callables ``f(batch) -> probabilities`` by option name (``calibration``:
-    model planes for the int8 model's activation ranges)."""
+    model planes (N, S, S) for the int8 model's activation ranges)."""
     import torch
 
     from msnb.predict import infer_slices
@@ -187,11 +195,12 @@ def _runners(bundle, example, *, onnx_dir: Path, calibration: np.ndarray) -> dic
     except ImportError:
         print("ONNX Runtime: not installed, not measured")
     else:
-        from msnb.onnxrt import OnnxNetwork, export_onnx
+        from msnb.onnxrt import OnnxNetwork, export_onnx, quantize_onnx
 
         fp32 = OnnxNetwork(export_onnx(bundle, onnx_dir / "onnx-sweep"))
         runners["ONNX Runtime (msnb's onnx backend), batch 16"] = _onnx_runner(fp32)
-        runners[INT8] = _onnx_runner(_quantized_int8(fp32, calibration))
+        int8 = quantize_onnx(fp32.path, fp32.path.with_name("int8.onnx"), calibration)
+        runners[INT8] = _onnx_runner(OnnxNetwork(int8))
     return runners
 
 
@@ -214,31 +223,7 @@ def _onnx_runner(network, batch_size: int = 16):
     return run
 
 
-INT8 = "ONNX Runtime int8 (static, QDQ, per-channel weights; changes the masks), batch 16"
-
-
-def _quantized_int8(fp32, calibration: np.ndarray):
-    """The ONNX export ``fp32`` (an :class:`msnb.onnxrt.OnnxNetwork`) quantized to int8 by ONNX
-    Runtime beside it (weights per channel, activation ranges from ``calibration``'s planes,
-    MinMax); not a msnb backend: measured only."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from msnb.onnxrt import OnnxNetwork
-
-    stack = np.ascontiguousarray(np.moveaxis(calibration, 2, 0), dtype=np.float32)[:, None]
-
-    class Planes(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{fp32.input: stack[i : i + 4]} for i in range(0, len(stack), 4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    pre, int8 = fp32.path.with_name("pre.onnx"), fp32.path.with_name("int8.onnx")
-    quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(int8), Planes(), quant_format=QuantFormat.QDQ, per_channel=True)
-    return OnnxNetwork(int8)
+INT8 = "ONNX Runtime int8 (msnb's onnx-int8 backend; changes the masks), batch 16"
 
 
 def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int) -> None:
@@ -250,7 +235,9 @@ def time_options(flair: Path, bundle_path: Path, out: Path, n: int, rounds: int)
     bundle = load_bundle(bundle_path)
     example = torch.from_numpy(np.ascontiguousarray(np.moveaxis(planes[..., :4], 2, 0))[:, None])
     t = time.perf_counter()
-    runners = _runners(bundle, example, onnx_dir=out, calibration=planes[..., ::3])
+    runners = _runners(
+        bundle, example, onnx_dir=out, calibration=np.moveaxis(planes[..., ::3], 2, 0)
+    )
     print(f"preparing the traced, exported (and ONNX) models: {time.perf_counter() - t:.1f} s")
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for run in runners.values():  # warm-up: first calls allocate and pick kernels

@@ -172,7 +172,9 @@ def main(argv=None) -> int:
         vdir = args.out / version
         vdir.mkdir(parents=True, exist_ok=True)
         root = vdir / "phantom"
-        meta = generate(src.resolve(), root, args.preset, args.workers, SAMPLE if args.sample else {})
+        meta = generate(
+            src.resolve(), root, args.preset, args.workers, SAMPLE if args.sample else {}
+        )
         bundle = train(vdir, study_file(vdir / "study.yaml", root, meta, args))
         dice = segment_and_score(root, meta, bundle, vdir / "segment", args)
         dice.to_csv(vdir / "dice.csv", index=False)
@@ -182,7 +184,8 @@ def main(argv=None) -> int:
     print(f"# Dice of msnb segment masks against the noiseless truth, mean (median) per dataset; "
           f"UNet++-resnet18 at {args.size} px, {args.epochs} epochs on MSSEG-2016 train, "
           f"preset {args.preset}")  # fmt: skip
-    print(f"# scans segmented per dataset: {{k: int(v) for k, v in dice.groupby('dataset').size().items()}}")
+    counts = {k: int(v) for k, v in dice.groupby("dataset").size().items()}
+    print(f"# scans segmented per dataset (the last version's): {counts}")
     print("| dataset | " + " | ".join(table) + " |\n|---" * 1 + "|---:" * len(table) + "|")
     for i, dataset in enumerate(index):
         print(f"| {dataset} | " + " | ".join(cells[i] for cells in table.values()) + " |")

@@ -7,7 +7,11 @@ Layout of ``<bundle>/``:
   key), label, training datasets and scans, the full training configuration, the training
   history summary and library versions;
 - ``reference.npy``: the quantile-normalization reference (quantile models only);
-- ``history.csv``: the per-epoch curves.
+- ``history.csv``: the per-epoch curves;
+- ``calibration.npy``: :data:`CALIBRATION_PLANES` normalized training planes (float16,
+  shape (N, size, size); :meth:`msnb.slices.SliceStore.sample_planes`), from which
+  ``msnb segment --backend onnx-int8`` sets the int8 model's activation ranges (a bundle
+  trained before these planes were kept has none, and runs in float32 only).
 
 A bundle is written into a temporary directory and renamed into place
 (:func:`msnb.files.atomic_path`), so a reader never sees half a bundle. A bundle that is
@@ -34,6 +38,8 @@ from msnb.recipe import precision_of
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "CALIBRATION_FILE",
+    "CALIBRATION_PLANES",
     "Bundle",
     "BundleError",
     "library_versions",
@@ -42,6 +48,9 @@ __all__ = [
 ]
 
 BUNDLE_FORMAT = 1
+#: Training planes a bundle keeps for int8 calibration (``calibration.npy``).
+CALIBRATION_PLANES = 32
+CALIBRATION_FILE = "calibration.npy"
 #: Distributions whose versions a bundle also records, when installed: they shape its
 #: inputs (nibabel, SimpleITK's N4 and Otsu, scipy's resizing) and its study's figures.
 RECORDED_DISTRIBUTIONS = ("scipy", "pingouin", "nibabel", "nilearn", "SimpleITK")
@@ -150,6 +159,29 @@ class Bundle:
     def config(self) -> dict:
         return dict(self.meta.get("config", {}))
 
+    def calibration_planes(self) -> np.ndarray | None:
+        """The training planes kept for int8 calibration (float32, (N, size, size)), or None
+        when the bundle has none (written before they were kept, or not from a folder).
+
+        Raises
+        ------
+        BundleError
+            ``calibration.npy`` is damaged or its planes do not fit the bundle's size.
+        """
+        file = None if self.path is None else Path(self.path) / CALIBRATION_FILE
+        if file is None or not file.is_file():
+            return None
+        try:
+            planes = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(file, f"cannot read it: {exc}") from exc
+        if planes.ndim != 3 or planes.shape[1:] != (self.size, self.size) or not len(planes):
+            raise BundleError(file, f"holds planes of shape {planes.shape}, "
+                              f"(N, {self.size}, {self.size}) expected")  # fmt: skip
+        if not np.isfinite(planes).all():
+            raise BundleError(file, "holds values that are not finite")
+        return planes.astype(np.float32)
+
     def describe(self) -> dict:
         """The identity columns of results tables."""
         m = self.meta
@@ -173,6 +205,7 @@ def save_bundle(
     normalizer,
     meta: dict | None = None,
     threshold: float = 0.5,
+    calibration: np.ndarray | None = None,
 ) -> Path:
     """Write a bundle atomically.
 
@@ -190,6 +223,8 @@ def save_bundle(
         More fields for ``bundle.json`` (config, train_datasets, train_scans, history...).
         ``history`` (a list of dicts) is also written as ``history.csv``.
     threshold : float, default 0.5
+    calibration : np.ndarray, shape (N, size, size), optional
+        Normalized training planes kept as ``calibration.npy`` (float16) for int8 inference.
     """
     import torch
 
@@ -220,6 +255,8 @@ def save_bundle(
         torch.save(state, tmp / "weights.pt")
         if reference is not None:
             np.save(tmp / "reference.npy", np.asarray(reference, dtype=np.float64))
+        if calibration is not None:
+            np.save(tmp / CALIBRATION_FILE, np.asarray(calibration, dtype=np.float16))
         if meta.get("history"):
             import pandas as pd
 

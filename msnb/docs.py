@@ -34,9 +34,10 @@ docdict: dict[str, str] = {
     "device": """device : str, default "auto"
     ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``
     (:func:`msnb.device.pick_device`).""",
-    "backend": """backend : {"auto", "torch", "onnx"} or Backend, default "auto"
+    "backend": """backend : {"auto", "torch", "onnx", "onnx-int8"} or Backend, default "auto"
     What runs the network (:func:`msnb.onnxrt.open_backend`): ``"onnx"`` ONNX Runtime on
-    the CPU (exported once), ``"auto"`` that when it can be used, torch otherwise.""",
+    the CPU (exported once), ``"auto"`` that when it can be used, torch otherwise;
+    ``"onnx-int8"`` the export quantized to int8 (faster, slightly different masks).""",
     "autocast": """autocast : {"auto", "bf16", "fp16", "none"}, default "none"
     Precision of the forward pass (:func:`msnb.device.resolve_speedups`); ``"none"`` is
     float32, ``"auto"`` bf16 where the device supports it.""",

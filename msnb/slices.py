@@ -350,6 +350,25 @@ class SliceStore:
         """Row indices of all slices of the given patients (``dataset/subject``)."""
         return np.flatnonzero(self.manifest["patient_key"].isin(list(patient_keys)).to_numpy())
 
+    def sample_planes(self, patient_keys: Sequence[str], n: int) -> np.ndarray:
+        """``n`` of the patients' stored planes, e.g. to calibrate an int8 model's activation
+        ranges: half evenly spaced over their slices with lesion, the rest over all their
+        slices (fewer when they have fewer, or when the two picks share planes).
+
+        Returns
+        -------
+        np.ndarray of float32, shape (<= n, S, S)
+        """
+        idx = self.indices_for(patient_keys)
+        lesion = idx[self.manifest["lesion_voxels"].to_numpy()[idx] > 0]
+
+        def spaced(a: np.ndarray, k: int) -> np.ndarray:
+            return a[np.linspace(0, len(a) - 1, k).round().astype(int)] if len(a) else a
+
+        k = min(n // 2, len(lesion))
+        pick = np.unique(np.concatenate([spaced(lesion, k), spaced(idx, n - k)]))
+        return np.asarray(self.images[pick], dtype=np.float32)
+
     def __repr__(self) -> str:
         return f"SliceStore({len(self)} slices of {self.manifest.scan_id.nunique()} scans, {self.size}px, {self.path})"
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from msnb.bundle import save_bundle
+from msnb.bundle import CALIBRATION_PLANES, save_bundle
 from msnb.datasets import Scan
 from msnb.device import autocast as autocast_context
 from msnb.device import pick_device, resolve_speedups, seed_everything
@@ -540,6 +540,7 @@ def write_bundle(
         normalizer=result.normalizer,
         meta=meta,
         threshold=cfg.threshold,
+        calibration=result.store.sample_planes(result.train_patients, CALIBRATION_PLANES),
     )
 
 

@@ -18,7 +18,7 @@ from conftest import read_only, write
 from test_predict import _saved_bundle, phantom
 
 import msnb
-from msnb.bundle import load_bundle
+from msnb.bundle import BundleError, load_bundle
 from msnb.cli import main
 from msnb.onnxrt import export_folders, find_export, open_backend, weights_sha256
 from msnb.paths import cache_root
@@ -153,3 +153,62 @@ def test_cli_on_onnx_imports_no_torch(bundle, tmp_path):
     assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout + run.stderr
     assert (out / "flair_lesions.nii.gz").is_file()
     assert pd.read_csv(summary, sep="\t")["backend"].tolist() == ["onnx"]
+
+
+def _with_calibration(bundle: Path, dst: Path, img: np.ndarray, brain: np.ndarray) -> Path:
+    """A copy of the bundle keeping, as training does, normalized model planes (here of
+    the test scan itself) in ``calibration.npy``."""
+    from msnb.slices import brain_slices, compute_geometry, to_model_plane
+
+    mine = _copy(bundle, dst)
+    b = load_bundle(mine, weights=False)
+    geom = compute_geometry(brain, b.size, crop=b.slice_crop)
+    zs = brain_slices(brain, min_brain_fraction=b.min_brain_fraction)
+    planes = to_model_plane(b.normalizer(img.astype(np.float32), brain)[:, :, zs], geom)
+    np.save(mine / "calibration.npy", np.moveaxis(planes, 2, 0).astype(np.float16))
+    return mine
+
+
+def test_int8_backend_quantizes_once_and_stays_close_to_float32(bundle, tmp_path):
+    import onnx
+
+    img, _, brain = phantom()
+    flair = write(tmp_path / "flair.nii.gz", img)
+    mine = _with_calibration(bundle, tmp_path / "bundle", img, brain)
+    maps = {}
+    for backend in ("onnx", "onnx-int8"):
+        res = segment_file(flair, mine, tmp_path / backend, backend=backend, probabilities=True)
+        assert res["backend"] == backend
+        maps[backend] = _probability(res)
+    ops = {n.op_type for n in onnx.load(mine / "model.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    record = json.loads((mine / "model.int8.onnx.json").read_text())
+    assert record["weights_sha256"] == weights_sha256(mine) and "calibration_sha256" in record
+    assert not [p for p in mine.iterdir() if "pre" in p.name or p.name.startswith(".")]
+    p32, p8 = maps["onnx"], maps["onnx-int8"]
+    assert p32.max() > 0.3 and not np.array_equal(p8, p32)  # quantized, not the float model
+    assert np.corrcoef(p8[brain], p32[brain])[0, 1] > 0.98
+    assert np.abs(p8 - p32).max() < 0.05
+    # kept: the next run quantizes nothing; new calibration planes make it stale
+    engine = open_backend(load_bundle(mine, weights=False), backend="onnx-int8")
+    assert not engine.exported and engine.network.path == mine / "model.int8.onnx"
+    np.save(mine / "calibration.npy", np.load(mine / "calibration.npy")[::2])
+    assert find_export(load_bundle(mine, weights=False), int8=True) is None
+    assert find_export(load_bundle(mine, weights=False)) == mine / "model.onnx"  # float kept
+    assert open_backend(load_bundle(mine, weights=False), backend="onnx-int8").exported
+
+
+def test_int8_backend_needs_calibration_planes(bundle, tmp_path, capsys):
+    img, _, _ = phantom()
+    flair = write(tmp_path / "flair.nii.gz", img)
+    args = ["segment", str(flair), "--model", str(bundle), "--out", str(tmp_path / "out")]
+    assert main([*args, "--backend", "onnx-int8"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("msnb segment: error: --backend onnx-int8: "), err
+    assert str(bundle / "calibration.npy") in err[0] and "train it again" in err[0]
+    assert not (tmp_path / "out").exists()
+    # damaged planes: the file and the problem
+    mine = _copy(bundle, tmp_path / "bundle")
+    np.save(mine / "calibration.npy", np.zeros((4, 7, 7), np.float16))
+    with pytest.raises(BundleError, match=r"calibration\.npy.*\(N, 32, 32\) expected"):
+        open_backend(load_bundle(mine, weights=False), backend="onnx-int8")

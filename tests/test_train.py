@@ -115,6 +115,15 @@ def test_same_seed_same_weights_and_bundle_round_trip(mrms_root, tmp_path):
     assert (tmp_path / "b1" / "history.csv").exists()
     assert b.describe()["normalization"] == "quantile"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b1")]  # no temporary left
+    # calibration planes for int8: training patients' stored planes, half with lesion
+    planes = b.calibration_planes()
+    store, train = r1.store, r1.store.indices_for(r1.train_patients)
+    assert planes.shape[1:] == (32, 32) and 8 <= len(planes) <= 32
+    stored = np.asarray(store.images[train], np.float16).reshape(len(train), -1)
+    rows = {row.tobytes(): i for i, row in zip(train, stored, strict=True)}
+    picked = [rows[p.astype(np.float16).tobytes()] for p in planes]  # each is a training plane
+    lesion = store.manifest.lesion_voxels.to_numpy()[picked] > 0
+    assert lesion.sum() >= min(16, (store.manifest.lesion_voxels.to_numpy()[train] > 0).sum())
 
 
 @pytest.mark.slow
