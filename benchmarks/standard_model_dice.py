@@ -119,8 +119,11 @@ def train(version_dir: Path, study: Path) -> Path:
     return bundles[0].parent
 
 
-def segment_and_score(root: Path, meta: dict, bundle: Path, out: Path, args) -> pd.DataFrame:
-    """``msnb segment`` on every scan of each dataset; Dice of each mask against the truth."""
+def segment_and_score(
+    root: Path, meta: dict, bundle: Path, out: Path, args, backend: str = "auto"
+) -> pd.DataFrame:
+    """``msnb segment`` on every scan of each dataset; Dice of each mask against the truth
+    (with the mask's path and the command's seconds for the scan)."""
     from msnb.metrics import compute_metrics
 
     rows = []
@@ -130,18 +133,43 @@ def segment_and_score(root: Path, meta: dict, bundle: Path, out: Path, args) -> 
         summary = out / f"{dataset}.tsv"
         cmd = [sys.executable, "-m", "msnb.cli", "segment", "--model", str(bundle),
                "--out", str(out / dataset), "--skip-existing", "--summary", str(summary),
-               "--device", args.device, *(str(folder / s["files"]["flair"]) for s in scans)]  # fmt: skip
+               "--device", args.device, "--backend", backend,
+               *(str(folder / s["files"]["flair"]) for s in scans)]  # fmt: skip
         subprocess.run(cmd, check=True)
-        masks = pd.read_csv(summary, sep="\t").set_index("input")["mask"]
+        done = pd.read_csv(summary, sep="\t").set_index("input")
         for s in scans:
             truth_img = nib.load(folder / s["files"]["truth"])
             truth = np.asanyarray(truth_img.dataobj) > 0
-            pred = np.asanyarray(nib.load(masks[str(folder / s["files"]["flair"])]).dataobj) > 0
+            row = done.loc[str(folder / s["files"]["flair"])]
+            pred = np.asanyarray(nib.load(row["mask"]).dataobj) > 0
             voxel = float(np.prod(truth_img.header.get_zooms()[:3]))
             m = compute_metrics(truth, pred, voxel_volume_mm3=voxel)
             rows.append({"dataset": dataset, "subject": s["subject"],
-                         "timepoint": s.get("timepoint", ""), "dice": m.dice})  # fmt: skip
+                         "timepoint": s.get("timepoint", ""), "dice": m.dice,
+                         "mask": row["mask"], "seconds": row["seconds"]})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def int8_columns(root, meta, bundle, vdir, dice, args, version) -> dict:
+    """The same scans with ``--backend onnx-int8``: its Dice against the truth and against
+    the float32 masks (per dataset, mean), and the seconds per scan of both."""
+    from msnb.masks import dice as mask_dice
+
+    int8 = segment_and_score(root, meta, bundle, vdir / "segment-int8", args, "onnx-int8")
+    int8.to_csv(vdir / "dice-int8.csv", index=False)
+    agree = [
+        mask_dice(np.asanyarray(nib.load(a).dataobj) > 0, np.asanyarray(nib.load(b).dataobj) > 0)
+        for a, b in zip(dice["mask"], int8["mask"], strict=True)
+    ]
+    int8 = int8.assign(agreement=agree)
+    print(f"# {version}: seconds per scan (median), float32 {dice.seconds.median():.1f}, "
+          f"int8 {int8.seconds.median():.1f}; largest Dice change on one scan "
+          f"{(int8.dice - dice.dice).abs().max():.3f}")  # fmt: skip
+    by = int8.groupby("dataset")
+    return {
+        f"{version}, int8": [f"{a:.3f} ({b:.3f})" for a, b in zip(by.dice.mean(), by.dice.median(), strict=True)],
+        f"{version}, int8 vs float32 masks": [f"{a:.3f}" for a in by.agreement.mean()],
+    }  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -162,6 +190,11 @@ def main(argv=None) -> int:
         help=f"generate only these subjects per center: {SAMPLE} (the same bytes as the preset's)",
     )
     ap.add_argument("--segment-max", type=int, help="segment at most this many scans a dataset")
+    ap.add_argument(
+        "--int8",
+        action="store_true",
+        help="also segment with --backend onnx-int8 (issue 14): Dice and agreement with float32",
+    )
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
     versions = {"before": args.before_src, "after": args.after_src}
@@ -181,6 +214,8 @@ def main(argv=None) -> int:
         by = dice.groupby("dataset").dice
         table[version] = [f"{a:.3f} ({b:.3f})" for a, b in zip(by.mean(), by.median(), strict=True)]
         index = list(by.mean().index)
+        if args.int8:
+            table.update(int8_columns(root, meta, bundle, vdir, dice, args, version))
     print(f"# Dice of msnb segment masks against the noiseless truth, mean (median) per dataset; "
           f"UNet++-resnet18 at {args.size} px, {args.epochs} epochs on MSSEG-2016 train, "
           f"preset {args.preset}")  # fmt: skip
