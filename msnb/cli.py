@@ -71,6 +71,14 @@ def _one_line_warnings(command: str):
     return show
 
 
+#: What an interrupted command leaves, told on its one line.
+_AFTER_INTERRUPT = {
+    "study": "the jobs that finished are kept: run the same command again to resume",
+    "segment": "the outputs of the inputs that finished are kept (--skip-existing resumes)",
+    "phantom": "nothing of the unfinished phantom is kept",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from msnb.nifti import OutputError
 
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OutputError) as exc:
         print(f"msnb {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of whatever was running
+        hint = _AFTER_INTERRUPT.get(args.command)
+        print(f"msnb {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report it
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
 import signal
@@ -330,3 +331,55 @@ def test_phantom_out_on_a_file_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(target) in err[0] and "not a folder" in err[0], err
     assert target.read_text() == "mine"
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Process ids whose environment holds ``marker`` (Linux: /proc)."""
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes():
+                found.append(int(env.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_ends_a_study_with_one_line_and_leaves_no_kernel(tmp_path, msseg_root, mrms_root):
+    """SIGINT to the study's process group (Ctrl-C in a terminal) while a training notebook
+    runs: exit 130 with one line saying how to resume instead of a traceback, no kernel
+    left, and the interrupted job is still to do."""
+    path = _template_study(tmp_path, msseg_root, mrms_root, "08_01")
+    marker = f"MSNB_TEST_CTRL_C_{tmp_path.name}"
+    env = {**os.environ, "MSNB_OUTPUTS": str(tmp_path / "out"), marker: "1"}
+    cmd = [sys.executable, "-m", "msnb.cli", "study", str(path), "--jobs", "1"]
+    run = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        notebooks = []
+        while not notebooks and time.monotonic() < deadline and run.poll() is None:
+            notebooks = list((tmp_path / "out").glob("*/train/*.ipynb"))
+            time.sleep(0.5)
+        assert notebooks, run.communicate()[1][-2000:] if run.poll() is not None else "no job"
+        time.sleep(3.0)  # the kernel is running the training notebook
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130, err[-2000:]
+    # no traceback through msnb or papermill (the kernel, in its own session, may still say
+    # that it was interrupted while it shut down)
+    assert "msnb/study" not in err and "papermill" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "msnb study: interrupted; the jobs that finished are kept: run the same command again "
+        "to resume"
+    )
+    deadline = time.monotonic() + 20
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _marked_processes(marker) == []  # the kernel went with the study
+    study = load_study(path, out_root=tmp_path / "out")
+    interrupted = next(s for s in job_specs(study) if s.output == notebooks[0])
+    assert not interrupted.is_done()
