@@ -373,7 +373,7 @@ def test_standard_preset_gets_the_documented_1mm_calibration():
     # every value is documented (docs/phantom.md section 5's calibration table)
     doc = (Path(__file__).parents[1] / "docs" / "phantom.md").read_text()
     for key, value in {**cal["anatomy"], **cal["lesions"], **cal["centers"]}.items():
-        if isinstance(value, dict):  # center_shifts: "ISB +0.08, LJ -0.04"
+        if isinstance(value, dict):  # center_shifts: "ISB +0.08"
             shown = ", ".join(f"{k} {v:+g}" for k, v in value.items())
         elif isinstance(value, tuple):
             shown = ", ".join(f"{v:g}" for v in value)

@@ -414,7 +414,7 @@ GRID_CALIBRATION: dict[float, dict[str, dict]] = {
         "lesions": {"log_voxels_mean": 1.8, "boundary_amplitude_mm": (0.25, 0.5),
                     "max_sites": 50, "confluent_power": 1.0},
         "centers": {"lesion_ratio_shift": 0.02, "noise_factor": 1.35,
-                    "center_shifts": {"ISB": 0.08, "LJ": -0.04}},
+                    "center_shifts": {"ISB": 0.08}},
     },
 }  # fmt: skip
 
