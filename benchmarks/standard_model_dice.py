@@ -25,9 +25,11 @@ Usage (the phantom before issue 13's realism work is the parent of commit 911e5a
         .venv/bin/python benchmarks/standard_model_dice.py --before-src /tmp/msnb-before \\
         --out /data/standard-model [--epochs 10] [--size 224] [--device auto]
 
-On a 2-core CPU the standard preset takes about 50 min to generate per version and the
-224 px inference about 30 s a scan (104 scans); a GPU shortens the training and inference,
-not the generation. ``--preset quick --size 64 --epochs 1`` is a fast rehearsal.
+On a 2-core CPU the whole standard preset takes about 30 min to generate per version and
+the 224 px inference about 30 s a scan (104 scans); ``--sample`` (37 scans, about 5 min per
+version) and ``--segment-max N`` cut both. A GPU shortens the training and inference, not the
+generation. ``--int8`` also segments with ``--backend onnx-int8`` (issue 14). ``--preset tiny
+--size 32 --epochs 1`` is a rehearsal of a few minutes.
 """
 
 from __future__ import annotations
