@@ -349,6 +349,11 @@ def test_the_watchdog_ends_a_notebook_run_that_hangs(tmp_path):
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
     nbformat.write(nb, tmp_path / "sleep.ipynb")
+    # as in the suite, where earlier tests left jupyter_core an event loop in this context:
+    # the retry below must not get the loop the hung run is still spinning
+    from jupyter_core.utils import ensure_event_loop
+
+    ensure_event_loop()
     started = time.monotonic()
     with pytest.raises(
         NotebookHung, match=r"sleep.ipynb: not done after 20 s; killed kernels \[\d+\]"
@@ -363,3 +368,10 @@ def test_the_watchdog_ends_a_notebook_run_that_hangs(tmp_path):
     while _kernel_children() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _kernel_children() == []
+    # a run after the hang (the tour's retry) works
+    quick = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 6 * 7")])
+    nbformat.write(quick, tmp_path / "quick.ipynb")
+    run_with_watchdog(
+        lambda: execute_notebook(tmp_path / "quick.ipynb", tmp_path / "q.ipynb"), 120, what="q"
+    )
+    assert nbformat.read(tmp_path / "q.ipynb", as_version=4).cells[0].execution_count == 1

@@ -333,6 +333,16 @@ def test_phantom_out_on_a_file_is_one_clear_line(tmp_path, capsys):
     assert target.read_text() == "mine"
 
 
+def _cells_ran(notebooks: list[Path]) -> bool:
+    """Whether the notebook papermill is writing has a cell executed (its kernel is up and
+    running cells: an interrupt while a kernel starts is not what the test is about)."""
+    try:
+        cells = json.loads(notebooks[0].read_text())["cells"]
+    except (IndexError, OSError, ValueError, KeyError):
+        return False
+    return any(c.get("execution_count") for c in cells)
+
+
 def _marked_processes(marker: str) -> list[int]:
     """Process ids whose environment holds ``marker`` (Linux: /proc)."""
     found = []
@@ -356,15 +366,15 @@ def test_ctrl_c_ends_a_study_with_one_line_and_leaves_no_kernel(tmp_path, msseg_
     run = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         notebooks = []
-        while not notebooks and time.monotonic() < deadline and run.poll() is None:
+        while not _cells_ran(notebooks) and time.monotonic() < deadline and run.poll() is None:
             notebooks = list((tmp_path / "out").glob("*/train/*.ipynb"))
             time.sleep(0.5)
         assert notebooks, run.communicate()[1][-2000:] if run.poll() is not None else "no job"
-        time.sleep(3.0)  # the kernel is running the training notebook
-        os.killpg(run.pid, signal.SIGINT)
-        _, err = run.communicate(timeout=120)
+        assert _cells_ran(notebooks), "the training notebook ran no cell in 300 s"
+        os.killpg(run.pid, signal.SIGINT)  # its kernel is running the training notebook
+        _, err = run.communicate(timeout=240)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
