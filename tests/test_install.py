@@ -69,6 +69,7 @@ CONDA_FORGE_TO_PYPI = {
     "nbformat": "nbformat",
     "nbconvert-core": "nbconvert",  # "nbconvert" adds pandoc and TeX for PDF export
     "jupyter_client": "jupyter-client",
+    "jupyter_core": "jupyter-core",
     "traitlets": "traitlets",
     "jupyterlab": "jupyterlab",
     "ipykernel": "ipykernel",
