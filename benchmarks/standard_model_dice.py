@@ -100,6 +100,7 @@ def study_file(path: Path, root: Path, meta: dict, args) -> Path:
             "lr": 0.001,
             "normalization": "quantile",
             "selection_metric": "pooled_dice",
+            "max_val_slices": 200,  # as parameters/standard.yaml: every slice at 224 px is slow
             "label": "consensus",
             "device": args.device,
             "seeds": [0],
