@@ -8,8 +8,8 @@ For each phantom version (``--before-src``: a checkout of msnb from before the c
    (``OUT/<version>/phantom``; kept, so a rerun resumes);
 2. trains one model with this msnb: ``msnb study`` on a one-model study file it writes
    (``OUT/<version>/study.yaml``: trained on MSSEG-2016 train with the quick recipe's
-   sampler and checkpoint choice at ``--size`` px for ``--epochs`` epochs, scored by the
-   study on ISBI 2015 as a cross-check);
+   sampler and checkpoint choice at ``--size`` px for ``--epochs`` epochs; the study has
+   one training job and no evaluation job: ``msnb segment`` below does the scoring);
 3. applies the bundle with ``msnb segment`` to every scan of every phantom dataset and
    scores each mask against the phantom's noiseless truth (Dice, per dataset mean and
    median), writing ``OUT/<version>/dice.csv``.
@@ -18,15 +18,16 @@ It prints one table: datasets as rows, the versions' mean (median) Dice as colum
 bundle it trains (``OUT/after/outputs/<name>/train/*/``) is the recipe a user can train and
 apply to their own scans (README, "Applying a trained model to a new scan").
 
-Usage (the phantom before issue 13's realism work is the parent of commit 911e5a6)::
+Usage (the phantom before issue 13's realism work is commit 6cdc347, the parent of 911e5a6)::
 
     git worktree add /tmp/msnb-before 911e5a6^
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 HF_HUB_OFFLINE=1 \\
         .venv/bin/python benchmarks/standard_model_dice.py --before-src /tmp/msnb-before \\
         --out /data/standard-model [--epochs 10] [--size 224] [--device auto]
 
-On a 2-core CPU the whole standard preset takes about 30 min to generate per version and
-the 224 px inference about 30 s a scan (104 scans); ``--sample`` (37 scans, about 5 min per
+On a 2-core CPU the whole standard preset takes about 30 min to generate per version,
+one epoch of 800 slices at 224 px about 12-13 min (measured: 717-779 s, README) and the
+224 px inference about 35 s a scan (104 scans); ``--sample`` (37 scans, about 5 min per
 version) and ``--segment-max N`` cut both. A GPU shortens the training and inference, not the
 generation. ``--int8`` also segments with ``--backend onnx-int8`` (issue 14). ``--preset tiny
 --size 32 --epochs 1`` is a rehearsal of a few minutes.
@@ -77,7 +78,8 @@ def generate(src: Path, root: Path, preset: str, workers: int, sample: dict) -> 
 
 
 def study_file(path: Path, root: Path, meta: dict, args) -> Path:
-    """A one-model study: MSSEG-2016 train at ``args.size`` px, scored on ISBI 2015."""
+    """A one-model study: MSSEG-2016 train at ``args.size`` px (ISBI 2015 is declared but,
+    alone in ``experiments.single``, MSSEG-2016 train is tested on nothing: one job)."""
     import yaml
 
     folders = meta["folders"]
