@@ -223,9 +223,10 @@ def run_with_watchdog(job, wall_s: float, *, what: str):
     seen here: under load, papermill once waited 25 min on a widget cell of the tour whose
     kernel was idle (nbclient issue 312 reports the same on widget cells)."""
     import contextvars
-    import importlib
     import signal
     import threading
+
+    from jupyter_core.utils import _loop as jupyter_loop  # a context variable since 5.7
 
     result: dict = {}
 
@@ -233,9 +234,7 @@ def run_with_watchdog(job, wall_s: float, *, what: str):
         # jupyter_core keeps its event loop in a context variable: a copied context would
         # share the loop of an earlier run, still running in a hung thread ("This event
         # loop is already running" on the retry), so this thread gets its own
-        loop_var = getattr(importlib.import_module("jupyter_core.utils"), "_loop", None)
-        if loop_var is not None:
-            loop_var.set(None)
+        jupyter_loop.set(None)
         try:
             result["value"] = job()
         except BaseException as exc:  # handed to the test's thread
